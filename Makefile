@@ -1,0 +1,165 @@
+# redis_cache — build, test, fuzz and bench.
+# `make` builds the library (static + shared) and, once it exists, the server.
+# `make test` installs missing packages, builds, and runs every test suite.
+
+CC       ?= cc
+FUZZ_CC  ?= clang
+BUILD    ?= build
+
+VERSION  := 0.1.0
+SOVER    := 0
+
+WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+            -Wno-unused-parameter
+CSTD     := -std=c11 -D_GNU_SOURCE
+CFLAGS   ?= -O2 -g
+ALL_CFLAGS = $(CSTD) $(CFLAGS) $(WARN) -fPIC -Iinclude -Isrc -MMD -MP \
+             -DRC_VERSION=\"$(VERSION)\"
+LIBS     := -lev -lssl -lcrypto -lm -lpthread
+
+SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+
+# Library sources: every layer except the server.
+LIB_DIRS := src/config src/resp src/topology src/dns src/plugin
+LIB_SRCS := $(sort $(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c)))
+SRV_SRCS := $(sort $(wildcard src/server/*.c))
+
+LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
+SRV_OBJS := $(SRV_SRCS:%.c=$(BUILD)/obj/%.o)
+ASAN_LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/asan/obj/%.o)
+FUZZ_LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/fuzz/obj/%.o)
+
+STATIC_LIB := $(BUILD)/libredis_cache.a
+SHARED_LIB := $(BUILD)/libredis_cache.so
+ASAN_LIB   := $(BUILD)/asan/libredis_cache.a
+FUZZ_LIB   := $(BUILD)/fuzz/libredis_cache.a
+SERVER     := $(if $(SRV_SRCS),$(BUILD)/redis-cache-dns)
+
+UNIT_SRCS  := $(sort $(wildcard tests/unit/test_*.c))
+UNIT_BINS  := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
+ASAN_BINS  := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/asan/tests/%)
+# Helpers shared by unit tests (fixtures, builders): tests/unit/support/*.c
+TSUP_SRCS  := $(sort $(wildcard tests/unit/support/*.c))
+
+FUZZ_SRCS  := $(sort $(wildcard fuzz/*.c))
+FUZZ_BINS  := $(FUZZ_SRCS:fuzz/%.c=$(BUILD)/fuzz/%)
+
+BENCH_SRCS := $(sort $(wildcard bench/*.c))
+BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
+
+# Per-target extra link flags (test/bench-only dependencies such as hiredis).
+EXTRA_LIBS_resp_diff := -lhiredis
+EXTRA_LIBS_resp      := -lhiredis
+
+.PHONY: all lib test deps unit unit-asan integration fuzz fuzz-smoke bench run clean format \
+        format-check tests-build
+
+all: lib $(SERVER)
+
+lib: $(STATIC_LIB) $(SHARED_LIB)
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(BUILD)/asan/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(SAN_FLAGS) -c $< -o $@
+
+$(BUILD)/fuzz/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(ALL_CFLAGS) -O1 -fsanitize=fuzzer-no-link,address,undefined \
+	    -fno-sanitize-recover=all -fno-omit-frame-pointer -c $< -o $@
+
+$(STATIC_LIB): $(LIB_OBJS)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(SHARED_LIB): $(LIB_OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) -shared -Wl,-soname,libredis_cache.so.$(SOVER) -o $@ $^ $(LIBS)
+
+$(ASAN_LIB): $(ASAN_LIB_OBJS)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(FUZZ_LIB): $(FUZZ_LIB_OBJS)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/redis-cache-dns: $(SRV_OBJS) $(STATIC_LIB)
+	$(CC) $(CFLAGS) -o $@ $(SRV_OBJS) $(STATIC_LIB) $(LIBS)
+
+# ---- unit tests (cmocka), plain and under ASan+UBSan ----
+$(BUILD)/tests/%: tests/unit/%.c $(TSUP_SRCS) $(STATIC_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Itests/unit -o $@ $< $(TSUP_SRCS) $(STATIC_LIB) -lcmocka $(LIBS)
+
+$(BUILD)/asan/tests/%: tests/unit/%.c $(TSUP_SRCS) $(ASAN_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(SAN_FLAGS) -Itests/unit -o $@ $< $(TSUP_SRCS) $(ASAN_LIB) \
+	    -lcmocka $(LIBS)
+
+tests-build: $(UNIT_BINS) $(ASAN_BINS)
+
+unit: $(UNIT_BINS)
+	@scripts/run-unit.sh unit $(UNIT_BINS)
+
+unit-asan: $(ASAN_BINS)
+	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
+	    scripts/run-unit.sh unit-asan $(ASAN_BINS)
+
+# ---- fuzzers (libFuzzer, clang, ASan+UBSan) ----
+$(BUILD)/fuzz/%: fuzz/%.c $(FUZZ_LIB)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(ALL_CFLAGS) -O1 -fsanitize=fuzzer,address,undefined \
+	    -fno-sanitize-recover=all -fno-omit-frame-pointer -o $@ $< $(FUZZ_LIB) \
+	    $(EXTRA_LIBS_$*) $(LIBS)
+
+fuzz: $(FUZZ_BINS)
+
+FUZZ_SECONDS ?= 30
+fuzz-smoke: $(FUZZ_BINS)
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz-smoke.sh $(FUZZ_BINS)
+
+# ---- integration tests (real servers, started by the tests) ----
+integration: all
+	@scripts/run-integration.sh
+
+# ---- benchmarks ----
+$(BUILD)/bench/%: bench/%.c $(STATIC_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -O2 -o $@ $< $(STATIC_LIB) $(EXTRA_LIBS_$*) $(LIBS)
+
+bench: $(BENCH_BINS)
+	@for b in $(BENCH_BINS); do echo "== $$b"; $$b || exit 1; done
+
+# ---- the README's two commands ----
+deps:
+	@scripts/deps.sh
+
+test: deps
+	@rm -rf $(BUILD)/results
+	$(MAKE) all tests-build fuzz
+	$(MAKE) --no-print-directory format-check
+	$(MAKE) --no-print-directory unit
+	$(MAKE) --no-print-directory unit-asan
+	$(MAKE) --no-print-directory integration
+	$(MAKE) --no-print-directory fuzz-smoke
+	@scripts/summary.sh
+
+run: deps all
+	@scripts/run.sh
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+format-check:
+	@bad=$$(for f in $$(git ls-files '*.c' '*.h'); do \
+	    clang-format --dry-run "$$f" 2>&1 | grep -q warning && echo "$$f"; done); \
+	    if [ -n "$$bad" ]; then echo "clang-format would change: $$bad"; exit 1; fi
+
+clean:
+	rm -rf $(BUILD)
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
