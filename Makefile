@@ -41,6 +41,11 @@ ASAN_BINS  := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/asan/tests/%)
 # Helpers shared by unit tests (fixtures, builders): tests/unit/support/*.c
 TSUP_SRCS  := $(sort $(wildcard tests/unit/support/*.c))
 
+# Integration test programs (cmocka, driven by tests/integration/*.sh against real servers),
+# built under ASan+UBSan: real network code is where memory bugs hide.
+ITEST_SRCS := $(sort $(wildcard tests/integration/itest_*.c))
+ITEST_BINS := $(ITEST_SRCS:tests/integration/%.c=$(BUILD)/itests/%)
+
 FUZZ_SRCS  := $(sort $(wildcard fuzz/*.c))
 FUZZ_BINS  := $(FUZZ_SRCS:fuzz/%.c=$(BUILD)/fuzz/%)
 
@@ -100,14 +105,19 @@ $(BUILD)/asan/tests/%: tests/unit/%.c $(TSUP_SRCS) $(ASAN_LIB)
 	$(CC) $(ALL_CFLAGS) $(SAN_FLAGS) -Itests/unit -o $@ $< $(TSUP_SRCS) $(ASAN_LIB) \
 	    -lcmocka $(LIBS)
 
-tests-build: $(UNIT_BINS) $(ASAN_BINS)
+$(BUILD)/itests/%: tests/integration/%.c $(TSUP_SRCS) $(ASAN_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(SAN_FLAGS) -Itests/unit -Itests/integration -o $@ $< $(TSUP_SRCS) \
+	    $(ASAN_LIB) -lcmocka $(LIBS)
+
+tests-build: $(UNIT_BINS) $(ASAN_BINS) $(ITEST_BINS)
 
 unit: $(UNIT_BINS)
-	@scripts/run-unit.sh unit $(UNIT_BINS)
+	@RESULTS_DIR=$(BUILD)/results scripts/run-unit.sh unit $(UNIT_BINS)
 
 unit-asan: $(ASAN_BINS)
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
-	    scripts/run-unit.sh unit-asan $(ASAN_BINS)
+	    RESULTS_DIR=$(BUILD)/results scripts/run-unit.sh unit-asan $(ASAN_BINS)
 
 # ---- fuzzers (libFuzzer, clang, ASan+UBSan) ----
 $(BUILD)/fuzz/%: fuzz/%.c $(FUZZ_LIB)
@@ -120,11 +130,11 @@ fuzz: $(FUZZ_BINS)
 
 FUZZ_SECONDS ?= 30
 fuzz-smoke: $(FUZZ_BINS)
-	@FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz-smoke.sh $(FUZZ_BINS)
+	@RESULTS_DIR=$(BUILD)/results FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz-smoke.sh $(FUZZ_BINS)
 
 # ---- integration tests (real servers, started by the tests) ----
-integration: all
-	@scripts/run-integration.sh
+integration: all $(ITEST_BINS)
+	@RESULTS_DIR=$(BUILD)/results BUILD=$(BUILD) scripts/run-integration.sh $(IT)
 
 # ---- benchmarks ----
 $(BUILD)/bench/%: bench/%.c $(STATIC_LIB)
@@ -146,7 +156,7 @@ test: deps
 	$(MAKE) --no-print-directory unit-asan
 	$(MAKE) --no-print-directory integration
 	$(MAKE) --no-print-directory fuzz-smoke
-	@scripts/summary.sh
+	@RESULTS_DIR=$(BUILD)/results scripts/summary.sh
 
 run: deps all
 	@scripts/run.sh

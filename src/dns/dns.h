@@ -19,12 +19,12 @@
 
 #define DNS_HEADER_LEN   12
 #define DNS_LABEL_MAX    63
-#define DNS_NAME_MAX     255   /* wire length of an expanded name, root label included */
+#define DNS_NAME_MAX     255 /* wire length of an expanded name, root label included */
 #define DNS_MSG_MAX      65535
-#define DNS_PTR_HOPS_MAX 128   /* compression pointers followed while reading one name */
-#define DNS_RR_MAX       2048  /* RRs (answer+authority+additional) a parse may record */
+#define DNS_PTR_HOPS_MAX 128  /* compression pointers followed while reading one name */
+#define DNS_RR_MAX       2048 /* RRs (answer+authority+additional) a parse may record */
 #define DNS_UDP_MIN      512
-#define DNS_UDP_DEFAULT  1232  /* our EDNS UDP size */
+#define DNS_UDP_DEFAULT  1232 /* our EDNS UDP size */
 
 /* The presentation-format name fed to the cache key is cut to this many bytes. */
 #define DNS_KEY_NAME_MAX 256
@@ -78,11 +78,15 @@ enum dns_rcode {
 #define DNS_OPCODE(flags) (((flags) >> 11) & 0xFu)
 #define DNS_OPCODE_QUERY  0
 
-#define DNS_EDNS_DO 0x8000u /* in the OPT TTL's low 16 bits */
-#define DNS_EDNS_OPT_ECS 8  /* EDNS Client Subnet option code */
+#define DNS_EDNS_DO      0x8000u /* in the OPT TTL's low 16 bits */
+#define DNS_EDNS_OPT_ECS 8       /* EDNS Client Subnet option code */
 
-enum dns_section { DNS_SEC_QUESTION = 0, DNS_SEC_ANSWER = 1, DNS_SEC_AUTHORITY = 2,
-                   DNS_SEC_ADDITIONAL = 3 };
+enum dns_section {
+    DNS_SEC_QUESTION = 0,
+    DNS_SEC_ANSWER = 1,
+    DNS_SEC_AUTHORITY = 2,
+    DNS_SEC_ADDITIONAL = 3
+};
 
 /* Big-endian helpers shared by the layer's files. */
 static inline uint16_t dns_get16(const uint8_t *p)
@@ -110,25 +114,26 @@ static inline void dns_put32(uint8_t *p, uint32_t v)
 
 enum dns_err {
     DNS_OK = 0,
-    DNS_ERR_SHORT_HEADER,     /* fewer than 12 bytes */
-    DNS_ERR_NAME_TRUNCATED,   /* a name runs past the end of the message */
-    DNS_ERR_LABEL_TOO_LONG,   /* label over 63 bytes */
-    DNS_ERR_NAME_TOO_LONG,    /* expanded name over 255 bytes */
-    DNS_ERR_BAD_LABEL_TYPE,   /* 0x40/0x80 label type (extended/bitstring labels) */
-    DNS_ERR_BAD_POINTER,      /* compression pointer not strictly backwards, or into the header */
-    DNS_ERR_POINTER_LOOP,     /* more than DNS_PTR_HOPS_MAX pointers in one name */
+    DNS_ERR_SHORT_HEADER,   /* fewer than 12 bytes */
+    DNS_ERR_NAME_TRUNCATED, /* a name runs past the end of the message */
+    DNS_ERR_LABEL_TOO_LONG, /* label over 63 bytes */
+    DNS_ERR_NAME_TOO_LONG,  /* expanded name over 255 bytes */
+    DNS_ERR_BAD_LABEL_TYPE, /* 0x40/0x80 label type (extended/bitstring labels) */
+    DNS_ERR_BAD_POINTER,    /* compression pointer not strictly backwards, or (dns_msg_parse)
+                               not at an element of a name read earlier */
+    DNS_ERR_POINTER_LOOP,   /* more than DNS_PTR_HOPS_MAX pointers in one name */
     DNS_ERR_QUESTION_TRUNCATED,
-    DNS_ERR_RR_TRUNCATED,     /* RR fixed fields past the end */
-    DNS_ERR_RDATA_OVERRUN,    /* RDLENGTH runs past the end */
-    DNS_ERR_TRAILING_BYTES,   /* bytes left over after the counted records */
-    DNS_ERR_TOO_MANY_RRS,     /* more RRs than the caller's array holds */
+    DNS_ERR_RR_TRUNCATED,   /* RR fixed fields past the end */
+    DNS_ERR_RDATA_OVERRUN,  /* RDLENGTH runs past the end */
+    DNS_ERR_TRAILING_BYTES, /* bytes left over after the counted records */
+    DNS_ERR_TOO_MANY_RRS,   /* more RRs than the caller's array holds */
     DNS_ERR_OPT_NOT_ADDITIONAL,
     DNS_ERR_OPT_DUPLICATE,
-    DNS_ERR_OPT_OWNER,        /* OPT owner is not the root */
-    DNS_ERR_BAD_RDATA,        /* RDATA of a known type malformed (A not 4 bytes, bad name...) */
-    DNS_ERR_NO_QUESTION,      /* QDCOUNT is not 1 where exactly one is required */
-    DNS_ERR_NO_SPACE,         /* output buffer too small */
-    DNS_ERR_TOO_BIG,          /* result would exceed 65535 bytes */
+    DNS_ERR_OPT_OWNER,   /* OPT owner is not the root */
+    DNS_ERR_BAD_RDATA,   /* RDATA of a known type malformed (A not 4 bytes, bad name...) */
+    DNS_ERR_NO_QUESTION, /* QDCOUNT is not 1 where exactly one is required */
+    DNS_ERR_NO_SPACE,    /* output buffer too small */
+    DNS_ERR_TOO_BIG,     /* result would exceed 65535 bytes */
     DNS_ERR__COUNT
 };
 
@@ -149,8 +154,7 @@ enum dns_err dns_name_unpack(const uint8_t *msg, size_t len, size_t off, uint8_t
  * < 0x20 or > 0x7E as \DDD). With `lower`, ASCII A-Z are folded to a-z. Writes at most
  * `cap` bytes (no NUL); returns the full length, which may exceed `cap` (then the output
  * is the first `cap` bytes of it). */
-size_t dns_name_to_text(const uint8_t *wire, size_t wire_len, char *out, size_t cap,
-                        bool lower);
+size_t dns_name_to_text(const uint8_t *wire, size_t wire_len, char *out, size_t cap, bool lower);
 
 /* Case-insensitive (ASCII only) equality of two uncompressed wire names. */
 bool dns_name_equal_nocase(const uint8_t *a, size_t a_len, const uint8_t *b, size_t b_len);
@@ -160,13 +164,13 @@ bool dns_name_equal_nocase(const uint8_t *a, size_t a_len, const uint8_t *b, siz
 /* One resource record, by offsets into the message. Offsets fit 16 bits because a message
  * never exceeds 65535 bytes. The owner name starts at `owner` and ends at `ttl_off - 4`. */
 struct dns_rr {
-    uint16_t owner;   /* offset of the owner name (maybe compressed) */
+    uint16_t owner; /* offset of the owner name (maybe compressed) */
     uint16_t type;
     uint16_t rclass;  /* for OPT: the requestor's UDP payload size */
     uint16_t ttl_off; /* offset of the 4-byte TTL field */
     uint16_t rdata;   /* offset of RDATA */
     uint16_t rdlen;
-    uint8_t section;  /* enum dns_section */
+    uint8_t section; /* enum dns_section */
 };
 
 struct dns_msg {
@@ -179,33 +183,61 @@ struct dns_msg {
     /* The first question (when QDCOUNT >= 1). */
     uint16_t qname_off; /* offset of the question name in buf */
     uint16_t qtype, qclass;
-    uint16_t qend;      /* offset just past the whole question section */
+    uint16_t qend; /* offset just past the whole question section */
 
     /* Answer, authority and additional RRs in message order (only if an array was given). */
     struct dns_rr *rr;
     uint16_t nrr;
-    int opt;            /* index of the OPT RR in rr[] or -1 (also -1 when rr is NULL) */
+    int opt; /* index of the OPT RR in rr[] or -1 (also -1 when rr is NULL) */
 
     /* From the OPT RR, when there is one. */
     bool has_edns;
     uint8_t edns_version;
     uint8_t edns_ext_rcode; /* upper 8 bits of the 12-bit rcode */
     bool edns_do;
-    uint16_t edns_udp;      /* the OPT's class field as sent (not clamped) */
-    uint16_t opt_off;       /* offset of the OPT RR's owner byte */
-    uint16_t opt_len;       /* whole OPT RR length in bytes */
+    uint16_t edns_udp; /* the OPT's class field as sent (not clamped) */
+    uint16_t opt_off;  /* offset of the OPT RR's owner byte */
+    uint16_t opt_len;  /* whole OPT RR length in bytes */
 
     bool compressed; /* some name in the message uses a compression pointer */
 };
 
 /* Parses and validates the whole message: header, every question, every RR of every section
  * (names fully checked, with compression), and that the counts account for exactly `len`
- * bytes. At most one OPT, only in additional, owner root. Records up to `cap` RRs in `rrs`
- * (answer, authority, additional order); more gives DNS_ERR_TOO_MANY_RRS. With rrs NULL it
- * validates and fills the header, question and EDNS fields without recording RRs.
- * RDATA is only checked to lie inside the message; see dns_msg_check_rdata. */
+ * bytes. A compression pointer must aim at the start of a label, pointer or root byte of a
+ * name read earlier in the message (a question, an owner other than the OPT's, or a name in
+ * the RDATA of an earlier RR of a type dns_rdata_name_offset knows), else
+ * DNS_ERR_BAD_POINTER: bytes that are not a name cannot become one, so the in-place edits of
+ * the hit path (TTLs, OPT, dropped RRs) never change a name. At most one OPT, only in additional,
+ * owner root. Records up to `cap` RRs in `rrs` (answer, authority, additional order); more gives
+ * DNS_ERR_TOO_MANY_RRS. With rrs NULL it validates and fills the header, question and EDNS fields
+ * without recording RRs. RDATA is only checked to lie inside the message and for the pointer rule
+ * above (a name in RDATA that is malformed otherwise is left to dns_msg_check_rdata and cannot be
+ * pointed at). */
 enum dns_err dns_msg_parse(struct dns_msg *m, const uint8_t *buf, size_t len, struct dns_rr *rrs,
                            size_t cap);
+
+/* Where the first name inside the RDATA of an RR of `type` starts (an offset into the
+ * RDATA), or -1 for types whose RDATA the layer treats as opaque bytes. These are the types
+ * whose names dns_msg_parse reads (so that later compression pointers may aim at them, and
+ * pointers inside them are checked), dns_msg_copy_without_opt moves and dns_msg_compress
+ * re-encodes: NS, CNAME, PTR, DNAME, SOA (a second name follows the first), MX, SRV, the
+ * RRSIG signer and the NSEC next name. */
+static inline int dns_rdata_name_offset(uint16_t type)
+{
+    switch (type) {
+    case DNS_T_NS:
+    case DNS_T_CNAME:
+    case DNS_T_PTR:
+    case DNS_T_DNAME:
+    case DNS_T_SOA:
+    case DNS_T_NSEC: return 0;
+    case DNS_T_MX: return 2;
+    case DNS_T_SRV: return 6;
+    case DNS_T_RRSIG: return 18;
+    default: return -1;
+    }
+}
 
 /* Checks the RDATA of every recorded RR of a known type is well formed as the Go DNS
  * library needs to unpack it: A 4 bytes, AAAA 16, valid (compressed or not) names in NS,
@@ -221,13 +253,13 @@ struct dns_question {
     uint16_t name_len;             /* wire length, root label included */
     uint16_t qtype, qclass;
     uint16_t id;
-    uint16_t flags;                /* the query's header flags word */
-    bool cd;                       /* header CD bit */
+    uint16_t flags; /* the query's header flags word */
+    bool cd;        /* header CD bit */
     bool has_edns;
-    bool do_bit;                   /* OPT DO bit (false without OPT) */
+    bool do_bit; /* OPT DO bit (false without OPT) */
     uint8_t edns_version;
-    uint16_t udp_size;             /* OPT class as sent; 0 without OPT */
-    uint16_t qend;                 /* offset just past the question section in the query */
+    uint16_t udp_size; /* OPT class as sent; 0 without OPT */
+    uint16_t qend;     /* offset just past the question section in the query */
 };
 
 /* Parses a query: the whole message must parse (dns_msg_parse rules) with exactly one
@@ -255,8 +287,7 @@ size_t dns_key_prefix_len(const char *prefix, size_t len);
 /* Writes "<prefix>:<16 lowercase hex of hash, big-endian>" (no ':' when prefix_len is 0;
  * the prefix must already be trimmed) and a NUL. Returns the length without the NUL, or 0
  * when `cap` is too small. */
-size_t dns_key_format(char *out, size_t cap, const char *prefix, size_t prefix_len,
-                      uint64_t hash);
+size_t dns_key_format(char *out, size_t cap, const char *prefix, size_t prefix_len, uint64_t hash);
 
 /* ---- RCD2 cache entries (SPEC §1.2, §1.3) ---- */
 
@@ -299,8 +330,16 @@ enum dns_entry_status dns_entry_check(const struct dns_entry *e, const struct dn
  * stay valid (counted from byte 5). RDATA of known types must be well formed
  * (dns_msg_check_rdata), else an error is returned and nothing should be written.
  * `resp` must have been parsed with an RR array. */
-enum dns_err dns_entry_encode(uint8_t *out, size_t cap, size_t *out_len,
-                              const struct dns_msg *resp, const struct dns_question *q);
+enum dns_err dns_entry_encode(uint8_t *out, size_t cap, size_t *out_len, const struct dns_msg *resp,
+                              const struct dns_question *q);
+
+/* Copies the parsed message `m` (parsed with an RR array) into `out` without its OPT RR,
+ * ARCOUNT lowered by one; every other byte keeps its meaning: when the OPT is not the
+ * last RR, compression pointers of later names (owners and RDATA of NS, CNAME, PTR, DNAME,
+ * MX, SOA, SRV) that pointed past the removed bytes are moved back by its length. Without an
+ * OPT it is a plain copy. Used by dns_entry_encode and dns_reply_build. */
+enum dns_err dns_msg_copy_without_opt(uint8_t *out, size_t cap, size_t *out_len,
+                                      const struct dns_msg *m);
 
 /* ---- cacheability and TTL (SPEC §2) ---- */
 
