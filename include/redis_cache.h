@@ -1,0 +1,193 @@
+/* include/redis_cache.h — the embedding API of libredis_cache.
+ *
+ * Everything runs on a libev loop that the host owns: the library starts no thread, keeps no
+ * global state, and never blocks the loop (connections, TLS, AUTH and hostname resolution
+ * all happen in the background). Two clients with different configurations can live in one
+ * process, on one loop or on loops of different threads (one client is used from one
+ * thread only: the thread running its loop).
+ *
+ * This header includes no internal header; the types it exposes are its own.
+ */
+#ifndef REDIS_CACHE_H
+#define REDIS_CACHE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct ev_loop;
+
+/* ========================================================================================
+ * Redis client
+ *
+ * A small asynchronous Redis client: a pool of pipelined connections per node with
+ * retries, backoff and a circuit breaker, and the standalone topology (`endpoint` takes the
+ * writes, and the reads unless read endpoints are given; one read endpoint takes every
+ * read; with two or more each read picks one at random).
+ *
+ * Every command has a deadline (the read or the write timeout, counted from the call) that
+ * covers the pool wait, connecting, retries and the reply; its callback runs exactly once,
+ * at the latest at that deadline. A node that keeps timing out or refusing (5 requests in a
+ * row by default) is skipped: commands to it fail at once until a background probe finds
+ * it healthy again.
+ *
+ * Driving the client from the host's loop:
+ *
+ *     static void on_reply(void *priv, const struct rc_reply *r, const char *reason,
+ *                          const char *errmsg)
+ *     {
+ *         if (reason) fprintf(stderr, "GET failed (%s): %s\n", reason, errmsg);
+ *         else if (r->type == RC_REPLY_BULK) printf("%.*s\n", (int)r->len, r->str);
+ *         else printf("(nil)\n");
+ *     }
+ *
+ *     struct ev_loop *loop = ev_default_loop(0);
+ *     struct rc_client_config cfg;
+ *     rc_client_config_init(&cfg);
+ *     cfg.endpoint = "10.0.0.1:6379";
+ *     char err[256];
+ *     struct rc_client *c = rc_client_new(loop, &cfg, err, sizeof err);  // never blocks
+ *     if (!c) { fprintf(stderr, "%s\n", err); exit(1); }
+ *     const char *argv[] = {"GET", "greeting"};
+ *     size_t lens[] = {3, 8};
+ *     rc_client_command(c, false, 2, argv, lens, on_reply, NULL);
+ *     ev_run(loop, 0);   // or the host's own ev_run; the client is just more watchers
+ *
+ * A host with another event loop either runs the libev loop in a thread of its own (and
+ * calls the client only from that thread), or calls, on every turn of its own poller,
+ *
+ *     ev_run(loop, EVRUN_NOWAIT);
+ *
+ * which runs every ready callback and returns without blocking; the host's poller must then
+ * wake up at least every few milliseconds (its timeout bounds how late a reply or a
+ * deadline is noticed). The housekeeping timer of
+ * a client does not keep ev_run(loop, 0) alive by itself, but open connections do: call
+ * rc_client_free (or ev_break) to end a loop that has nothing else to do.
+ * ======================================================================================== */
+
+/* Configuration. rc_client_config_init sets the defaults of the `redis_cache` directive;
+ * strings are borrowed during rc_client_new only (the client copies what it keeps). */
+struct rc_client_config {
+    const char *endpoint;              /* "host", "host:port", "[v6]:port"; 127.0.0.1:6379 */
+    const char *const *read_endpoints; /* replicas for reads; may be NULL */
+    size_t n_read_endpoints;
+    const char *username;    /* ACL user; NULL: none (AUTH with the password alone) */
+    const char *password;    /* NULL: no AUTH */
+    int db;                  /* SELECT when != 0 */
+    const char *client_name; /* CLIENT SETNAME, best effort; NULL: none */
+
+    bool tls;             /* TLS on every connection (the other tls_* imply it) */
+    const char *tls_ca;   /* PEM CA file replacing the system trust store; NULL */
+    const char *tls_cert; /* PEM client certificate (mTLS), with tls_key; NULL */
+    const char *tls_key;
+    bool tls_verify_chain;    /* true */
+    bool tls_verify_hostname; /* true */
+
+    double connect_timeout; /* seconds: TCP + TLS + AUTH/HELLO; 1 */
+    double read_timeout;    /* seconds: the whole budget of a read command; 0.5 */
+    double write_timeout;   /* seconds: the whole budget of a write command; 2 */
+    double keepalive;       /* seconds between TCP keepalive probes; 0: system default */
+    const char *resolver;   /* "IP[:port]" DNS server for hostnames; NULL: resolv.conf */
+
+    struct {
+        unsigned size;          /* max connections per node; 0: 10 x CPUs */
+        unsigned min_idle;      /* opened at start (in the background) and kept; 0 */
+        unsigned max_idle;      /* idle connections kept at most; 0: unlimited */
+        unsigned max_active;    /* hard cap on connections per node; 0: size only */
+        double max_idle_time;   /* seconds before an idle connection closes; 1800; 0 never */
+        double max_lifetime;    /* seconds before a connection is recycled; 0: never */
+        double wait_timeout;    /* seconds a command waits for a ready connection; 0.5 */
+        unsigned pipeline_high; /* in flight per connection before another opens; 32 */
+    } pool;
+    struct {
+        unsigned max;       /* retries of a command after a connection error; 1 */
+        double min_backoff; /* seconds; 0.008 */
+        double max_backoff; /* seconds; 0.512 */
+    } retries;
+    unsigned breaker_threshold; /* consecutive timeouts/connection errors; 5; 0: off */
+};
+
+void rc_client_config_init(struct rc_client_config *cfg);
+
+/* A reply, as a view valid only during the callback. Types keep their RESP meaning. */
+enum rc_reply_type {
+    RC_REPLY_STRING = 1, /* simple string (+OK) */
+    RC_REPLY_ERROR,      /* error reply (-ERR ...) */
+    RC_REPLY_INTEGER,
+    RC_REPLY_BULK,
+    RC_REPLY_ARRAY,
+    RC_REPLY_NULL, /* nil (GET of a missing key) */
+    RC_REPLY_BOOL,
+    RC_REPLY_DOUBLE,
+    RC_REPLY_BIGNUM,
+    RC_REPLY_BULK_ERROR,
+    RC_REPLY_VERBATIM,
+    RC_REPLY_MAP,
+    RC_REPLY_SET,
+    RC_REPLY_PUSH,
+};
+
+struct rc_reply {
+    int type;              /* enum rc_reply_type */
+    const char *str;       /* strings and errors (not NUL-terminated); digits of numbers */
+    size_t len;            /* length of str */
+    long long integer;     /* RC_REPLY_INTEGER; RC_REPLY_BOOL 0/1 */
+    double dbl;            /* RC_REPLY_DOUBLE */
+    size_t elements;       /* aggregates: entries (a map of n pairs has 2n, key then value) */
+    const void *internal_; /* for rc_reply_element */
+};
+
+/* Fills *out with entry i of an aggregate reply. 0, or -1 when there is no such entry. */
+int rc_reply_element(const struct rc_reply *r, size_t i, struct rc_reply *out);
+
+/* Called exactly once per command. Success: reason NULL, errmsg NULL, reply set. A server
+ * error reply (WRONGTYPE, NOPERM...): reply set (type RC_REPLY_ERROR), reason "other",
+ * errmsg its text. A failure: reply NULL, reason "timeout" (deadline, pool wait, breaker
+ * opened by timeouts, write queue full), "connection" (refused, reset, EOF, TLS,
+ * resolution, breaker opened by those) or "other" (auth, protocol), errmsg for logs. */
+typedef void rc_reply_cb(void *priv, const struct rc_reply *reply, const char *reason,
+                         const char *errmsg);
+
+struct rc_client;
+
+/* Creates a client on `loop` (the host's). Never blocks and never fails because Redis is
+ * down: connections are made in the background. NULL with a message in err on a bad
+ * configuration (unparsable endpoint, unreadable TLS file) or out of memory. */
+struct rc_client *rc_client_new(struct ev_loop *loop, const struct rc_client_config *cfg, char *err,
+                                size_t errlen);
+
+/* Sends one command (argc binary-safe arguments; argv[1] is its key) to the write endpoint
+ * (write true) or a read endpoint, with the write or read timeout as its deadline. The
+ * arguments are copied before this returns. Returns 0 and the callback runs exactly once
+ * (possibly before this returns, e.g. when the node's breaker is open); -1 only for
+ * invalid arguments (no callback). */
+int rc_client_command(struct rc_client *c, bool write, size_t argc, const char *const *argv,
+                      const size_t *lens, rc_reply_cb *cb, void *priv);
+
+/* Per node counters (write endpoint first, then the read endpoints), for metrics and tests.
+ * Returns the number of nodes (at most cap filled). */
+struct rc_node_stats {
+    char name[280];     /* "host:port" */
+    unsigned open;      /* connections open (connecting included) */
+    unsigned ready;     /* ... of which usable */
+    unsigned in_flight; /* commands awaiting replies */
+    unsigned waiting;   /* commands waiting for a connection */
+    bool breaker_open;  /* the node is being skipped */
+    uint64_t connects;  /* connection attempts */
+    uint64_t retries;   /* commands retried */
+};
+size_t rc_client_nodes(const struct rc_client *c, struct rc_node_stats *out, size_t cap);
+
+/* Fails every pending command (reason "connection", "shutting down"), closes the
+ * connections and frees the client. Not from inside one of its callbacks. */
+void rc_client_free(struct rc_client *c);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* REDIS_CACHE_H */
