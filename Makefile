@@ -22,10 +22,15 @@ SAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-fr
 # Library sources: every layer except the server.
 LIB_DIRS := src/config src/resp src/topology src/dns src/plugin
 LIB_SRCS := $(sort $(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c)))
-SRV_SRCS := $(sort $(wildcard src/server/*.c))
+# The server: src/server/main.c is the program; the rest of src/server is an internal
+# archive (libserver.a) that the program and the tests link.
+SRV_SRCS := $(sort $(filter-out src/server/main.c,$(wildcard src/server/*.c)))
+SRV_MAIN := $(wildcard src/server/main.c)
 
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
 SRV_OBJS := $(SRV_SRCS:%.c=$(BUILD)/obj/%.o)
+ASAN_SRV_OBJS := $(SRV_SRCS:%.c=$(BUILD)/asan/obj/%.o)
+FUZZ_SRV_OBJS := $(SRV_SRCS:%.c=$(BUILD)/fuzz/obj/%.o)
 ASAN_LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/asan/obj/%.o)
 FUZZ_LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/fuzz/obj/%.o)
 
@@ -33,7 +38,10 @@ STATIC_LIB := $(BUILD)/libredis_cache.a
 SHARED_LIB := $(BUILD)/libredis_cache.so
 ASAN_LIB   := $(BUILD)/asan/libredis_cache.a
 FUZZ_LIB   := $(BUILD)/fuzz/libredis_cache.a
-SERVER     := $(if $(SRV_SRCS),$(BUILD)/redis-cache-dns)
+SRV_LIB    := $(BUILD)/libserver.a
+ASAN_SRV_LIB := $(BUILD)/asan/libserver.a
+FUZZ_SRV_LIB := $(BUILD)/fuzz/libserver.a
+SERVER     := $(if $(SRV_MAIN),$(BUILD)/redis-cache-dns)
 
 UNIT_SRCS  := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BINS  := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
@@ -49,6 +57,10 @@ ITEST_BINS := $(ITEST_SRCS:tests/integration/%.c=$(BUILD)/itests/%)
 FUZZ_SRCS  := $(sort $(wildcard fuzz/*.c))
 FUZZ_BINS  := $(FUZZ_SRCS:fuzz/%.c=$(BUILD)/fuzz/%)
 
+# Examples use only the public header (include/redis_cache.h) and the library.
+EXAMPLE_SRCS := $(sort $(wildcard examples/*.c))
+EXAMPLE_BINS := $(EXAMPLE_SRCS:examples/%.c=$(BUILD)/examples/%)
+
 BENCH_SRCS := $(sort $(wildcard bench/*.c))
 BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
 
@@ -59,7 +71,7 @@ EXTRA_LIBS_resp      := -lhiredis
 .PHONY: all lib test deps unit unit-asan integration fuzz fuzz-smoke bench run clean format \
         format-check tests-build
 
-all: lib $(SERVER)
+all: lib $(SRV_LIB) $(SERVER)
 
 lib: $(STATIC_LIB) $(SHARED_LIB)
 
@@ -92,25 +104,41 @@ $(FUZZ_LIB): $(FUZZ_LIB_OBJS)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
-$(BUILD)/redis-cache-dns: $(SRV_OBJS) $(STATIC_LIB)
-	$(CC) $(CFLAGS) -o $@ $(SRV_OBJS) $(STATIC_LIB) $(LIBS)
+$(SRV_LIB): $(SRV_OBJS)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(ASAN_SRV_LIB): $(ASAN_SRV_OBJS)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(FUZZ_SRV_LIB): $(FUZZ_SRV_OBJS)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/redis-cache-dns: $(BUILD)/obj/src/server/main.o $(SRV_LIB) $(STATIC_LIB)
+	$(CC) $(CFLAGS) -o $@ $< $(SRV_LIB) $(STATIC_LIB) $(LIBS)
 
 # ---- unit tests (cmocka), plain and under ASan+UBSan ----
-$(BUILD)/tests/%: tests/unit/%.c $(TSUP_SRCS) $(STATIC_LIB)
+$(BUILD)/tests/%: tests/unit/%.c $(TSUP_SRCS) $(SRV_LIB) $(STATIC_LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -Itests/unit -o $@ $< $(TSUP_SRCS) $(STATIC_LIB) -lcmocka $(LIBS)
+	$(CC) $(ALL_CFLAGS) -Itests/unit -o $@ $< $(TSUP_SRCS) $(SRV_LIB) $(STATIC_LIB) -lcmocka $(LIBS)
 
-$(BUILD)/asan/tests/%: tests/unit/%.c $(TSUP_SRCS) $(ASAN_LIB)
+$(BUILD)/asan/tests/%: tests/unit/%.c $(TSUP_SRCS) $(ASAN_SRV_LIB) $(ASAN_LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) $(SAN_FLAGS) -Itests/unit -o $@ $< $(TSUP_SRCS) $(ASAN_LIB) \
-	    -lcmocka $(LIBS)
-
-$(BUILD)/itests/%: tests/integration/%.c $(TSUP_SRCS) $(ASAN_LIB)
-	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) $(SAN_FLAGS) -Itests/unit -Itests/integration -o $@ $< $(TSUP_SRCS) \
+	$(CC) $(ALL_CFLAGS) $(SAN_FLAGS) -Itests/unit -o $@ $< $(TSUP_SRCS) $(ASAN_SRV_LIB) \
 	    $(ASAN_LIB) -lcmocka $(LIBS)
 
-tests-build: $(UNIT_BINS) $(ASAN_BINS) $(ITEST_BINS)
+$(BUILD)/itests/%: tests/integration/%.c $(TSUP_SRCS) $(ASAN_SRV_LIB) $(ASAN_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(SAN_FLAGS) -Itests/unit -Itests/integration -o $@ $< $(TSUP_SRCS) \
+	    $(ASAN_SRV_LIB) $(ASAN_LIB) -lcmocka $(LIBS)
+
+$(BUILD)/examples/%: examples/%.c $(STATIC_LIB) include/redis_cache.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CSTD) $(CFLAGS) $(WARN) -Iinclude -o $@ $< $(STATIC_LIB) $(LIBS)
+
+tests-build: $(UNIT_BINS) $(ASAN_BINS) $(ITEST_BINS) $(EXAMPLE_BINS)
 
 unit: $(UNIT_BINS)
 	@RESULTS_DIR=$(BUILD)/results scripts/run-unit.sh unit $(UNIT_BINS)
@@ -120,10 +148,10 @@ unit-asan: $(ASAN_BINS)
 	    RESULTS_DIR=$(BUILD)/results scripts/run-unit.sh unit-asan $(ASAN_BINS)
 
 # ---- fuzzers (libFuzzer, clang, ASan+UBSan) ----
-$(BUILD)/fuzz/%: fuzz/%.c $(FUZZ_LIB)
+$(BUILD)/fuzz/%: fuzz/%.c $(FUZZ_SRV_LIB) $(FUZZ_LIB)
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(ALL_CFLAGS) -O1 -fsanitize=fuzzer,address,undefined \
-	    -fno-sanitize-recover=all -fno-omit-frame-pointer -o $@ $< $(FUZZ_LIB) \
+	    -fno-sanitize-recover=all -fno-omit-frame-pointer -o $@ $< $(FUZZ_SRV_LIB) $(FUZZ_LIB) \
 	    $(EXTRA_LIBS_$*) $(LIBS)
 
 fuzz: $(FUZZ_BINS)

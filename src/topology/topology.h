@@ -1,9 +1,10 @@
 /* src/topology/topology.h — the interface of src/topology: where commands go.
  *
- * Address resolution without blocking the loop (resolve.c), a pool of connections per Redis
- * node with retries, backoff and a circuit breaker (pool.c), and the routers that pick a
- * node for a read or a write of a key: standalone (standalone.c) now; Sentinel and Cluster
- * later implement the same struct topo_router.
+ * Address resolution without blocking the loop (resolve.c, resolv_conf.c), a pool of
+ * connections per Redis node with retries and backoff (pool.c, request.c) and a circuit
+ * breaker (breaker.c), and the routers that pick a node for a read or a write of a key:
+ * standalone (standalone.c) now; Sentinel and Cluster later implement the same struct
+ * topo_router.
  *
  * Everything here runs on one libev loop (a worker's). Nothing blocks: hostnames are
  * resolved with our own DNS client (src/dns codec) against the `resolver` directive's
@@ -79,6 +80,11 @@ struct topo_resolve_req *topo_resolve(struct topo_resolver *r, const char *host,
 void topo_resolve_cancel(struct topo_resolve_req *req); /* no callback afterwards */
 
 /* ---- a pool of connections to one node (pool.c) -------------------------------------- */
+
+/* The backoff before retry number `attempt` (0-based) given a uniform u in [0,1): the
+ * ceiling c = min_backoff * 2^attempt capped at max_backoff, then a value in [c/2, c), never
+ * below min_backoff nor above max_backoff (request.c; also paces reconnects and probes). */
+double topo_backoff(double min_backoff, double max_backoff, unsigned attempt, double u);
 
 struct topo_pool_opts {
     unsigned size;               /* max sockets; 0: 10 x CPUs (the seed's default) */

@@ -22,9 +22,6 @@
 #include "resp/resp.h"
 #include "topology/topology.h"
 
-/* pool.c exports it for this test (not part of topology.h) */
-double topo_backoff(double min_backoff, double max_backoff, unsigned attempt, double u);
-
 /* ---- backoff -------------------------------------------------------------------------- */
 
 static void test_backoff_first_retry_is_min(void **state)
