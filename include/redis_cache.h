@@ -186,6 +186,111 @@ size_t rc_client_nodes(const struct rc_client *c, struct rc_node_stats *out, siz
  * connections and frees the client. Not from inside one of its callbacks. */
 void rc_client_free(struct rc_client *c);
 
+/* ========================================================================================
+ * Cache
+ *
+ * The `redis_cache` directive as a library: a shared L2 DNS cache in Redis. The host parses
+ * DNS queries off the wire, asks the cache, and on a miss asks its upstream and hands the
+ * response to the cache, which fixes its TTLs and writes it to Redis in the background.
+ * Keys and values are those of the CoreDNS plugin (`<key_prefix>:<xxh64 hex>`, RCD2
+ * values), so a fleet may mix both on one Redis.
+ *
+ *     static void on_lookup(void *priv, int status, const uint8_t *reply, size_t len)
+ *     {
+ *         struct query *qr = priv;
+ *         if (status == RC_CACHE_HIT) send_to_client(qr, reply, len);  // copy if kept
+ *         else forward_upstream(qr);  // MISS, ERROR (Redis failed) or SKIP (not our zone)
+ *     }
+ *     // ... and when the upstream answered (resp in the host's own buffer):
+ *     long ttl = rc_cache_store(cache, qr->query, qr->qlen, resp, resp_len);
+ *     send_to_client(qr, resp, resp_len);  // TTLs already rewritten when ttl >= 0
+ *
+ *     const char text[] = "redis_cache example.org { endpoint 10.0.0.1:6379 }";
+ *     struct rc_cache_config *cfg;
+ *     char err[512];
+ *     if (rc_cache_config_parse(text, sizeof text - 1, "Corefile", &cfg, err, sizeof err)) {
+ *         fprintf(stderr, "%s\n", err);  // "Corefile:1: redis_cache: ..."
+ *         exit(1);
+ *     }
+ *     struct ev_loop *loop = ev_default_loop(0);
+ *     struct rc_cache *cache = rc_cache_new(loop, cfg, NULL, 0, err, sizeof err);
+ *     rc_cache_config_free(cfg);  // the cache keeps what it needs
+ *     if (!cache) { fprintf(stderr, "%s\n", err); exit(1); }
+ *     rc_cache_lookup(cache, query, query_len, false, on_lookup, qr);
+ *     ev_run(loop, 0);
+ *
+ * Like the client, a cache lives on one loop and is used from the thread running it; it
+ * never blocks (Redis down at start only makes lookups fail fast with RC_CACHE_ERROR).
+ * ======================================================================================== */
+
+/* A parsed `redis_cache` directive. Opaque; owned by the caller of rc_cache_config_parse. */
+struct rc_cache_config;
+
+/* Parses `len` bytes of `text`: one whole `redis_cache [ZONES...] [{ ... }]` directive in
+ * Corefile syntax (comments, quotes, `\` continuations and {$ENV} work as in a Corefile).
+ * `filename` names the text in messages. Returns 0 with *out set (free it with
+ * rc_cache_config_free), or -1 with err = "FILE:LINE: redis_cache: WHAT" (NUL-terminated,
+ * truncated to errlen). TLS files are read by rc_cache_new, not here. */
+int rc_cache_config_parse(const char *text, size_t len, const char *filename,
+                          struct rc_cache_config **out, char *err, size_t errlen);
+void rc_cache_config_free(struct rc_cache_config *cfg);
+
+struct rc_cache;
+
+/* Creates a cache on `loop` for cfg (which may be freed right after). `zones` (presentation
+ * form, e.g. "example.org."; NULL when nzones is 0) are the host's zones, used when the
+ * directive names none; with neither, every name is cached. Never blocks and never fails
+ * because Redis is down. NULL with a message in err on a bad configuration (unreadable TLS
+ * file, bad zone, a mode not available yet) or out of memory. */
+struct rc_cache *rc_cache_new(struct ev_loop *loop, const struct rc_cache_config *cfg,
+                              const char *const *zones, size_t nzones, char *err, size_t errlen);
+
+/* Our EDNS UDP payload size in hit replies (and the size they are fitted to, with the
+ * client's); default 1232, at least 512. */
+void rc_cache_set_udp_size(struct rc_cache *cache, uint16_t size);
+
+enum rc_cache_status {
+    RC_CACHE_HIT = 0, /* reply/len: the finished reply for this query */
+    RC_CACHE_MISS,    /* not cached (or a bad or foreign entry, now being evicted) */
+    RC_CACHE_ERROR,   /* Redis failed or timed out: treat as a miss */
+    RC_CACHE_SKIP,    /* the name is outside the zones (or not a plain QUERY): Redis not asked */
+};
+
+/* Called exactly once per lookup. On RC_CACHE_HIT, reply/len is the reply for the client
+ * (its ID, its question's letter case, TTLs from Redis, fitted to its size limit), valid
+ * only during the call. The callback may start lookups and stores, but not free the cache. */
+typedef void rc_cache_cb(void *priv, int status, const uint8_t *reply, size_t len);
+
+/* Looks up the DNS query `query` (wire form, `len` bytes, borrowed during the call). `tcp`:
+ * the query came over TCP (no size limit on the reply). Concurrent lookups of one key share
+ * one Redis read. Returns 0 and the callback runs once (possibly before this returns: SKIP,
+ * or ERROR when Redis is known to be down); -1 with no callback when the query is
+ * malformed (the host answers FORMERR), is a response (QR=1), or memory runs out. */
+int rc_cache_lookup(struct rc_cache *cache, const uint8_t *query, size_t len, bool tcp,
+                    rc_cache_cb *cb, void *priv);
+
+/* After the upstream answered `query` with `resp` (`rlen` bytes in the caller's buffer,
+ * modified in place): sets every TTL of resp (OPT excepted) to the cache duration of its
+ * kind (success or denial bounds) and, when the response may be cached, writes it to Redis
+ * in the background (never awaited; a write of a key already being written is dropped).
+ * Returns that TTL, or -1 when resp was left unchanged (a never-cached rcode such as
+ * SERVFAIL, a malformed query or response, or a name outside the zones). */
+long rc_cache_store(struct rc_cache *cache, const uint8_t *query, size_t qlen, uint8_t *resp,
+                    size_t rlen);
+
+/* Background writes and evictions still in flight (a host that exits waits for 0). */
+size_t rc_cache_pending_writes(const struct rc_cache *cache);
+
+/* Writes the coredns_redis_cache_* metrics of this cache in Prometheus text format 0.0.4,
+ * with server="<server_label>" on every series. Returns the length (without the NUL);
+ * when it is >= cap the text was cut (like snprintf): call again with a larger buffer. */
+size_t rc_cache_metrics_text(const struct rc_cache *cache, const char *server_label, char *buf,
+                             size_t cap);
+
+/* Pending lookups complete with RC_CACHE_ERROR, pending writes are dropped, connections
+ * close. Not from inside one of its callbacks. */
+void rc_cache_free(struct rc_cache *cache);
+
 #ifdef __cplusplus
 }
 #endif
