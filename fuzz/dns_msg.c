@@ -55,17 +55,19 @@ static long fuzz_nth_non_opt(const struct dns_msg *m, size_t n)
     return -1;
 }
 
-/* Expands the names inside the RDATA of rr[i] (types of dns_rdata_name_offset, up to two);
+/* Expands the names inside the RDATA of rr[i] (dns_rdata_names, the first FUZZ_NAMES);
  * returns how many could be read, stopping at the first malformed one. */
-static size_t fuzz_rdata_names(const struct dns_msg *m, size_t i, uint8_t names[2][DNS_NAME_MAX],
-                               size_t lens[2])
+#define FUZZ_NAMES 4
+static size_t fuzz_rdata_names(const struct dns_msg *m, size_t i,
+                               uint8_t names[FUZZ_NAMES][DNS_NAME_MAX], size_t lens[FUZZ_NAMES])
 {
     const struct dns_rr *rr = &m->rr[i];
-    int first = dns_rdata_name_offset(rr->type);
-    if (first < 0 || rr->type == DNS_T_OPT) return 0;
-    size_t off = (size_t)rr->rdata + (size_t)first, end = (size_t)rr->rdata + rr->rdlen;
-    size_t n = 0, want = rr->type == DNS_T_SOA ? 2 : 1;
-    while (n < want && off < end) {
+    struct dns_rdata_names d;
+    if (rr->type == DNS_T_OPT || !dns_rdata_names(rr->type, m->buf + rr->rdata, rr->rdlen, &d))
+        return 0;
+    size_t off = (size_t)rr->rdata + d.first, end = (size_t)rr->rdata + rr->rdlen;
+    size_t n = 0;
+    while (n < d.count && n < FUZZ_NAMES && off < end) {
         size_t next = 0;
         if (dns_name_unpack(m->buf, end, off, names[n], &lens[n], &next) != DNS_OK) break;
         off = next;
@@ -91,8 +93,8 @@ static void fuzz_check_ttl_edit_keeps_names(const struct dns_msg *m, uint32_t tt
         size_t la = fuzz_owner(&e, i, a), lb = fuzz_owner(m, i, b);
         FUZZ_CHECK(la == lb && memcmp(a, b, la) == 0);
         FUZZ_CHECK(e.rr[i].type == m->rr[i].type && e.rr[i].rclass == m->rr[i].rclass);
-        uint8_t x[2][DNS_NAME_MAX], y[2][DNS_NAME_MAX];
-        size_t lx[2], ly[2];
+        uint8_t x[FUZZ_NAMES][DNS_NAME_MAX], y[FUZZ_NAMES][DNS_NAME_MAX];
+        size_t lx[FUZZ_NAMES], ly[FUZZ_NAMES];
         size_t nx = fuzz_rdata_names(&e, i, x, lx), ny = fuzz_rdata_names(m, i, y, ly);
         FUZZ_CHECK(nx == ny);
         for (size_t k = 0; k < nx; k++)
@@ -167,8 +169,8 @@ static void fuzz_reply(const struct dns_msg *src, const struct dns_question *bas
         size_t la = fuzz_owner(&r, i, a), lb = fuzz_owner(src, (size_t)j, b);
         FUZZ_CHECK(dns_name_equal_nocase(a, la, b, lb));
         /* So do the names inside RDATA (the reply may be the compressed form). */
-        uint8_t x[2][DNS_NAME_MAX], y[2][DNS_NAME_MAX];
-        size_t lx[2], ly[2];
+        uint8_t x[FUZZ_NAMES][DNS_NAME_MAX], y[FUZZ_NAMES][DNS_NAME_MAX];
+        size_t lx[FUZZ_NAMES], ly[FUZZ_NAMES];
         size_t nx = fuzz_rdata_names(&r, i, x, lx), ny = fuzz_rdata_names(src, (size_t)j, y, ly);
         FUZZ_CHECK(nx == ny);
         for (size_t k = 0; k < nx; k++) FUZZ_CHECK(dns_name_equal_nocase(x[k], lx[k], y[k], ly[k]));
@@ -199,6 +201,25 @@ static void fuzz_compress(const struct dns_msg *m)
         FUZZ_CHECK(la == lb && memcmp(a, b, la) == 0);
         FUZZ_CHECK(rrs[i].type == m->rr[i].type && rrs[i].rclass == m->rr[i].rclass);
         FUZZ_CHECK(dns_get32(out + rrs[i].ttl_off) == dns_get32(m->buf + m->rr[i].ttl_off));
+        /* RDATA names: the same, and written in full where they must not be compressed. */
+        uint8_t x[FUZZ_NAMES][DNS_NAME_MAX], y[FUZZ_NAMES][DNS_NAME_MAX];
+        size_t lx[FUZZ_NAMES], ly[FUZZ_NAMES];
+        size_t nx = fuzz_rdata_names(&c, i, x, lx), ny = fuzz_rdata_names(m, i, y, ly);
+        FUZZ_CHECK(nx == ny);
+        for (size_t k = 0; k < nx; k++)
+            FUZZ_CHECK(lx[k] == ly[k] && memcmp(x[k], y[k], lx[k]) == 0);
+        struct dns_rdata_names d;
+        if (rrs[i].rdlen && dns_rdata_names(rrs[i].type, out + rrs[i].rdata, rrs[i].rdlen, &d) &&
+            !d.compress) {
+            size_t p = (size_t)rrs[i].rdata + d.first, end = (size_t)rrs[i].rdata + rrs[i].rdlen;
+            for (size_t k = 0; k < nx && p < end; k++) {
+                while (p < end && out[p] != 0) {
+                    FUZZ_CHECK(out[p] <= DNS_LABEL_MAX);
+                    p += 1u + out[p];
+                }
+                p++;
+            }
+        }
     }
     /* What the message says must not change. */
     if (dns_msg_check_rdata(m) == DNS_OK) FUZZ_CHECK(dns_msg_check_rdata(&c) == DNS_OK);

@@ -45,6 +45,44 @@ static bool fuzz_same_qname(const struct dns_msg *a, const struct dns_msg *b)
     return xl == yl && memcmp(x, y, xl) == 0;
 }
 
+/* Whether the name at `pa` of `a` (its own bytes ending by `ea`) expands as the one at `pb`
+ * of `b`. */
+static bool fuzz_same_name(const struct dns_msg *a, size_t pa, size_t ea, const struct dns_msg *b,
+                           size_t pb, size_t eb, size_t *na, size_t *nb)
+{
+    uint8_t x[DNS_NAME_MAX], y[DNS_NAME_MAX];
+    size_t xl = 0, yl = 0;
+    enum dns_err ex = dns_name_unpack(a->buf, ea, pa, x, &xl, na);
+    enum dns_err ey = dns_name_unpack(b->buf, eb, pb, y, &yl, nb);
+    if (ex != DNS_OK || ey != DNS_OK) return ex == ey;
+    return xl == yl && memcmp(x, y, xl) == 0;
+}
+
+/* Every record of `a` but its OPT is the record of `b` at the same place (OPT skipped), with
+ * the same owner and the same names inside its RDATA (dns_rdata_names). */
+static bool fuzz_same_records(const struct dns_msg *a, const struct dns_msg *b)
+{
+    size_t j = 0;
+    for (size_t i = 0; i < a->nrr; i++) {
+        const struct dns_rr *x = &a->rr[i];
+        if (x->type == DNS_T_OPT) continue;
+        if (j >= b->nrr) return false;
+        const struct dns_rr *y = &b->rr[j++];
+        size_t na = 0, nb = 0;
+        if (x->type != y->type || x->rdlen != y->rdlen) return false;
+        if (!fuzz_same_name(a, x->owner, a->len, b, y->owner, b->len, &na, &nb)) return false;
+        struct dns_rdata_names d;
+        if (!dns_rdata_names(x->type, a->buf + x->rdata, x->rdlen, &d)) continue;
+        size_t pa = (size_t)x->rdata + d.first, pb = (size_t)y->rdata + d.first;
+        size_t ea = (size_t)x->rdata + x->rdlen, eb = (size_t)y->rdata + y->rdlen;
+        for (unsigned k = 0; k < d.count && pa < ea; k++) {
+            if (!fuzz_same_name(a, pa, ea, b, pb, eb, &na, &nb)) return false;
+            pa = na, pb = nb;
+        }
+    }
+    return j == b->nrr;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     struct dns_entry e;
@@ -103,6 +141,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     FUZZ_ASSERT(m2->flags & DNS_F_QR);
     FUZZ_ASSERT(m2->nrr == m->nrr - (m->opt >= 0 ? 1 : 0));
     FUZZ_ASSERT(dns_msg_check_rdata(m2) == DNS_OK);
+    FUZZ_ASSERT(fuzz_same_records(m, m2));
 
     /* The stored entry serves the question it was written for (with the response's DO). */
     own.do_bit = e2.do_bit;

@@ -34,19 +34,40 @@
 enum dns_type {
     DNS_T_A = 1,
     DNS_T_NS = 2,
+    DNS_T_MD = 3,
+    DNS_T_MF = 4,
     DNS_T_CNAME = 5,
     DNS_T_SOA = 6,
+    DNS_T_MB = 7,
+    DNS_T_MG = 8,
+    DNS_T_MR = 9,
     DNS_T_PTR = 12,
+    DNS_T_MINFO = 14,
     DNS_T_MX = 15,
     DNS_T_TXT = 16,
+    DNS_T_RP = 17,
+    DNS_T_AFSDB = 18,
+    DNS_T_RT = 21,
+    DNS_T_NSAPPTR = 23,
+    DNS_T_SIG = 24,
+    DNS_T_PX = 26,
     DNS_T_AAAA = 28,
     DNS_T_SRV = 33,
+    DNS_T_NAPTR = 35,
+    DNS_T_KX = 36,
     DNS_T_DNAME = 39,
     DNS_T_OPT = 41,
     DNS_T_DS = 43,
     DNS_T_RRSIG = 46,
     DNS_T_NSEC = 47,
     DNS_T_DNSKEY = 48,
+    DNS_T_HIP = 55,
+    DNS_T_TALINK = 58,
+    DNS_T_SVCB = 64,
+    DNS_T_HTTPS = 65,
+    DNS_T_LP = 107,
+    DNS_T_TKEY = 249,
+    DNS_T_TSIG = 250,
     DNS_T_IXFR = 251,
     DNS_T_AXFR = 252,
     DNS_T_ANY = 255,
@@ -206,7 +227,7 @@ struct dns_msg {
  * (names fully checked, with compression), and that the counts account for exactly `len`
  * bytes. A compression pointer must aim at the start of a label, pointer or root byte of a
  * name read earlier in the message (a question, an owner other than the OPT's, or a name in
- * the RDATA of an earlier RR of a type dns_rdata_name_offset knows), else
+ * the RDATA of an earlier RR of a type dns_rdata_names knows), else
  * DNS_ERR_BAD_POINTER: bytes that are not a name cannot become one, so the in-place edits of
  * the hit path (TTLs, OPT, dropped RRs) never change a name. At most one OPT, only in additional,
  * owner root. Records up to `cap` RRs in `rrs` (answer, authority, additional order); more gives
@@ -217,32 +238,112 @@ struct dns_msg {
 enum dns_err dns_msg_parse(struct dns_msg *m, const uint8_t *buf, size_t len, struct dns_rr *rrs,
                            size_t cap);
 
-/* Where the first name inside the RDATA of an RR of `type` starts (an offset into the
- * RDATA), or -1 for types whose RDATA the layer treats as opaque bytes. These are the types
- * whose names dns_msg_parse reads (so that later compression pointers may aim at them, and
- * pointers inside them are checked), dns_msg_copy_without_opt moves and dns_msg_compress
- * re-encodes: NS, CNAME, PTR, DNAME, SOA (a second name follows the first), MX, SRV, the
- * RRSIG signer and the NSEC next name. */
-static inline int dns_rdata_name_offset(uint16_t type)
+/* ---- names inside RDATA ----
+ *
+ * The Go DNS library (miekg/dns, the Go plugin's) adds EVERY name it packs to its compression
+ * table, also the names of types whose own names it never compresses, so a later name of a
+ * message it wrote may point into any of them. These are the types whose RDATA names it packs
+ * that way (zmsg.go; "compress" marks the ones it also compresses itself, the RFC 1035 /
+ * RFC 3597 §4 well-known types):
+ *   NS, MD, MF, CNAME, MB, MG, MR, PTR, MX(2+name), SOA(2 names+20), MINFO(2 names): compress;
+ *   RP(2 names), AFSDB(2+name), RT(2+name), NSAPPTR, SIG and RRSIG (18+signer+signature),
+ *   PX(2+2 names), SRV(6+name), NAPTR(2+2+3 character-strings+name), KX(2+name), DNAME,
+ *   NSEC(name+bitmap), HIP(4+HIT+key, then names to the end), TALINK(2 names),
+ *   SVCB/HTTPS(2+name+params), LP(2+name), TKEY/TSIG (algorithm name first, then fields):
+ *   never compressed.
+ * Every name sits in one run: `first` bytes of fixed fields (walked for NAPTR and HIP), then
+ * `count` names back to back, then the tail. dns_msg_parse reads these names (later pointers
+ * may aim at them, pointers inside them are checked), dns_msg_check_rdata validates them,
+ * dns_msg_copy_without_opt moves their pointers and dns_msg_compress re-encodes them
+ * (compressing only the `compress` ones; expanding is always safe). */
+
+#define DNS_RDATA_NAMES_TO_END 0xFFFFu /* count: names until the RDATA ends (HIP) */
+#define DNS_RDATA_NO_NAME      0xFFFFu /* first: the fixed fields do not fit the RDATA */
+
+enum dns_rdata_tail {
+    DNS_RDATA_TAIL_NONE = 0, /* the last name ends the RDATA */
+    DNS_RDATA_TAIL_SOA,      /* exactly 20 bytes (SOA serial..minimum) */
+    DNS_RDATA_TAIL_REST,     /* other fields up to the end, no names in them */
+};
+
+struct dns_rdata_names {
+    uint16_t first;  /* offset of the first name inside the RDATA, or DNS_RDATA_NO_NAME */
+    uint16_t count;  /* names in a row from there, or DNS_RDATA_NAMES_TO_END */
+    uint8_t tail;    /* enum dns_rdata_tail: what follows the names */
+    bool compress;   /* our encoder may compress them (miekg and RFC 3597 §4 do) */
+    bool no_pointer; /* the SIG/RRSIG signer: a pointer in it is malformed (RFC 4034 §3.1.7) */
+};
+
+/* Fills *d for an RR of `type` whose RDATA is the `rdlen` bytes at `rdata` and returns true,
+ * or returns false for a type whose RDATA the layer treats as opaque bytes. d->first is
+ * DNS_RDATA_NO_NAME when the fixed fields before the first name (NAPTR's strings, HIP's HIT
+ * and key) overrun the RDATA; it may also equal or pass rdlen for a short RDATA: then no name
+ * is present. Inline: the parser calls it for every RR. */
+static inline bool dns_rdata_names(uint16_t type, const uint8_t *rdata, size_t rdlen,
+                                   struct dns_rdata_names *d)
 {
+    d->first = 0;
+    d->count = 1;
+    d->tail = DNS_RDATA_TAIL_NONE;
+    d->compress = false;
+    d->no_pointer = false;
     switch (type) {
     case DNS_T_NS:
+    case DNS_T_MD:
+    case DNS_T_MF:
     case DNS_T_CNAME:
-    case DNS_T_PTR:
+    case DNS_T_MB:
+    case DNS_T_MG:
+    case DNS_T_MR:
+    case DNS_T_PTR: d->compress = true; return true;
+    case DNS_T_MX: d->first = 2, d->compress = true; return true;
+    case DNS_T_SOA: d->count = 2, d->tail = DNS_RDATA_TAIL_SOA, d->compress = true; return true;
+    case DNS_T_MINFO: d->count = 2, d->compress = true; return true;
     case DNS_T_DNAME:
-    case DNS_T_SOA:
-    case DNS_T_NSEC: return 0;
-    case DNS_T_MX: return 2;
-    case DNS_T_SRV: return 6;
-    case DNS_T_RRSIG: return 18;
-    default: return -1;
+    case DNS_T_NSAPPTR: return true;
+    case DNS_T_RP:
+    case DNS_T_TALINK: d->count = 2; return true;
+    case DNS_T_AFSDB:
+    case DNS_T_RT:
+    case DNS_T_KX:
+    case DNS_T_LP: d->first = 2; return true;
+    case DNS_T_PX: d->first = 2, d->count = 2; return true;
+    case DNS_T_SRV: d->first = 6; return true;
+    case DNS_T_SIG:
+    case DNS_T_RRSIG:
+        d->first = 18, d->tail = DNS_RDATA_TAIL_REST, d->no_pointer = true;
+        return true;
+    case DNS_T_NSEC:
+    case DNS_T_TKEY:
+    case DNS_T_TSIG: d->tail = DNS_RDATA_TAIL_REST; return true;
+    case DNS_T_SVCB:
+    case DNS_T_HTTPS: d->first = 2, d->tail = DNS_RDATA_TAIL_REST; return true;
+    case DNS_T_NAPTR: {
+        /* order, preference, then flags, services and regexp as character-strings. */
+        size_t p = 4;
+        for (int i = 0; i < 3 && p < rdlen; i++) p += 1u + rdata[p];
+        d->first = p < rdlen ? (uint16_t)p : DNS_RDATA_NO_NAME;
+        return true;
+    }
+    case DNS_T_HIP: {
+        /* HIT length, algorithm, public key length, HIT, key; rendezvous servers to the end
+         * (none is fine). */
+        d->count = DNS_RDATA_NAMES_TO_END;
+        size_t p = rdlen >= 4 ? 4u + rdata[0] + dns_get16(rdata + 2) : (size_t)DNS_RDATA_NO_NAME;
+        d->first = p <= rdlen ? (uint16_t)p : DNS_RDATA_NO_NAME;
+        return true;
+    }
+    default: return false;
     }
 }
 
 /* Checks the RDATA of every recorded RR of a known type is well formed as the Go DNS
- * library needs to unpack it: A 4 bytes, AAAA 16, valid (compressed or not) names in NS,
- * CNAME, PTR, DNAME, MX, SOA (+ 20 bytes), SRV (6 bytes + name), RRSIG fixed part + signer
- * name. Returns DNS_ERR_BAD_RDATA or a name error otherwise. */
+ * library needs to unpack it: A 4 bytes, AAAA 16, TXT strings filling the RDATA; for every
+ * type of dns_rdata_names its fixed fields present and its names valid (compressed or not;
+ * the SIG/RRSIG signer uncompressed) and exactly followed by its tail: SOA 20 bytes, NSEC a
+ * well-formed type bitmap, SVCB/HTTPS SvcParams as Go unpacks them (keys strictly increasing,
+ * known keys' values well formed), TKEY/TSIG their fields exactly, else nothing. Returns
+ * DNS_ERR_BAD_RDATA or a name error otherwise. */
 enum dns_err dns_msg_check_rdata(const struct dns_msg *m);
 
 /* ---- the question of a query (DESIGN "one query, end to end") ---- */
@@ -335,8 +436,8 @@ enum dns_err dns_entry_encode(uint8_t *out, size_t cap, size_t *out_len, const s
 
 /* Copies the parsed message `m` (parsed with an RR array) into `out` without its OPT RR,
  * ARCOUNT lowered by one; every other byte keeps its meaning: when the OPT is not the
- * last RR, compression pointers of later names (owners and RDATA of NS, CNAME, PTR, DNAME,
- * MX, SOA, SRV) that pointed past the removed bytes are moved back by its length. Without an
+ * last RR, compression pointers of later names (owners and the RDATA names of
+ * dns_rdata_names) that pointed past the removed bytes are moved back by its length. Without an
  * OPT it is a plain copy. Used by dns_entry_encode and dns_reply_build. */
 enum dns_err dns_msg_copy_without_opt(uint8_t *out, size_t cap, size_t *out_len,
                                       const struct dns_msg *m);
@@ -412,7 +513,8 @@ enum dns_err dns_reply_build(uint8_t *out, size_t cap, size_t *out_len, const st
                              bool tcp);
 
 /* Writes a compressed copy of the parsed message `m` into `out` (names of the question,
- * owners and RDATA of NS/CNAME/PTR/DNAME/MX/SOA/SRV compressed against earlier names). */
+ * owners and the RDATA names dns_rdata_names marks `compress` compressed against earlier
+ * names; other RDATA names of dns_rdata_names written in full). */
 enum dns_err dns_msg_compress(uint8_t *out, size_t cap, size_t *out_len, const struct dns_msg *m);
 
 #endif /* RC_DNS_H */

@@ -129,40 +129,34 @@ static enum dns_err edit_copy_bytes(struct edit_writer *w, const struct dns_msg 
     return DNS_OK;
 }
 
-/* RDATA: names of the RFC 1035 types (NS, CNAME, PTR, MX, SOA) are compressed; the SRV,
- * DNAME, RRSIG signer and NSEC next names are expanded but never compressed (RFC 2782,
- * RFC 6672 §2.5, RFC 4034 §3.1.7 and §4.1.1 forbid it; expanding keeps a sender's stray
- * pointer meaningful, where copying it would aim it at other bytes of the new message);
- * anything else is copied as is. A known type's RDATA must hold exactly its fields. These
- * are the types of dns_rdata_name_offset, whose names the parser lets pointers aim at. */
+/* RDATA of the types of dns_rdata_names: their fixed fields as they are, their names
+ * re-encoded: compressed only where miekg/dns and RFC 3597 §4 compress them (NS, MD, MF,
+ * CNAME, MB, MG, MR, PTR, MX, SOA, MINFO); every other one (SRV, DNAME, NAPTR, SVCB, the
+ * RRSIG signer...: RFC 2782, RFC 6672 §2.5, RFC 4034 §3.1.7 and others forbid it) expanded,
+ * which keeps a sender's stray pointer meaningful where copying it would aim it at other
+ * bytes of the new message; then the tail as it is. A known type's RDATA must hold exactly
+ * its fields (else DNS_ERR_BAD_RDATA). Other types, and an empty RDATA (an update-style RR),
+ * hold no name to move: copied as they are. */
 static enum dns_err edit_copy_rdata(struct edit_writer *w, const struct dns_msg *m,
                                     const struct dns_rr *rr)
 {
     size_t off = rr->rdata, end = (size_t)rr->rdata + rr->rdlen;
-    size_t before = 0, names = 1, after = 0;
-    bool compress = true, rest = false; /* rest: whatever follows the names, as is */
-    enum dns_err err = DNS_OK;
+    struct dns_rdata_names d;
+    if (rr->rdlen == 0 || !dns_rdata_names(rr->type, m->buf + off, rr->rdlen, &d))
+        return edit_copy_bytes(w, m, &off, end, rr->rdlen);
+    if (d.first == DNS_RDATA_NO_NAME) return DNS_ERR_BAD_RDATA;
 
-    switch (rr->type) {
-    case DNS_T_NS:
-    case DNS_T_CNAME:
-    case DNS_T_PTR: break;
-    case DNS_T_DNAME: compress = false; break;
-    case DNS_T_MX: before = 2; break;
-    case DNS_T_SOA: names = 2, after = 20; break;
-    case DNS_T_SRV: before = 6, compress = false; break;
-    case DNS_T_RRSIG: before = 18, compress = false, rest = true; break;
-    case DNS_T_NSEC: compress = false, rest = true; break;
-    default: names = 0, rest = true; break;
-    }
-    /* An empty RDATA (an update-style RR) holds no name to move: copy it as it is. */
-    if (rr->rdlen == 0) names = 0, before = 0, after = 0;
-
-    if (before) err = edit_copy_bytes(w, m, &off, end, before);
-    for (size_t i = 0; i < names && err == DNS_OK; i++)
-        err = edit_copy_name(w, m, &off, end, compress);
-    if (err == DNS_OK && rest) after = end - off;
-    if (err == DNS_OK && after) err = edit_copy_bytes(w, m, &off, end, after);
+    enum dns_err err = edit_copy_bytes(w, m, &off, end, d.first);
+    if (d.count == DNS_RDATA_NAMES_TO_END)
+        while (err == DNS_OK && off < end) err = edit_copy_name(w, m, &off, end, d.compress);
+    else
+        for (size_t i = 0; i < d.count && err == DNS_OK; i++)
+            err = edit_copy_name(w, m, &off, end, d.compress);
+    if (err != DNS_OK) return err;
+    size_t after = d.tail == DNS_RDATA_TAIL_REST  ? end - off
+                   : d.tail == DNS_RDATA_TAIL_SOA ? 20
+                                                  : 0;
+    if (after) err = edit_copy_bytes(w, m, &off, end, after);
     if (err == DNS_OK && off != end) err = DNS_ERR_BAD_RDATA;
     return err;
 }

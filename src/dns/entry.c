@@ -139,7 +139,7 @@ static enum dns_err copy_verify_name(const struct dns_msg *m, const uint8_t *out
 }
 
 /* Rewrites (then verifies) the names of one RR that followed the cut: its owner and the
- * names inside its RDATA that the parser read (dns_rdata_name_offset). Like the parser, a
+ * names inside its RDATA that the parser read (dns_rdata_names). Like the parser, a
  * name in RDATA that is malformed ends the names: it and what follows are opaque bytes that
  * no pointer may aim at. A pointer in its own bytes (the name failed only past it, too long
  * or looping) is still moved, so the copy is exactly as malformed as the source. */
@@ -154,11 +154,11 @@ static enum dns_err copy_fix_rr(const struct dns_msg *m, const struct dns_rr *rr
         err = copy_verify_name(m, out, out_len, rr->owner, shift, DNS_ERR_NAME_TRUNCATED);
     if (err != DNS_OK) return err;
 
-    int first = dns_rdata_name_offset(rr->type);
-    if (first < 0) return DNS_OK;
-    size_t end = (size_t)rr->rdata + rr->rdlen, off = (size_t)rr->rdata + (size_t)first;
-    unsigned names = rr->type == DNS_T_SOA ? 2 : 1;
-    for (unsigned i = 0; i < names && off < end; i++) {
+    struct dns_rdata_names d;
+    if (!dns_rdata_names(rr->type, m->buf + rr->rdata, rr->rdlen, &d)) return DNS_OK;
+    /* DNS_RDATA_NO_NAME lands at or past `end`. */
+    size_t end = (size_t)rr->rdata + rr->rdlen, off = (size_t)rr->rdata + d.first;
+    for (unsigned i = 0; i < d.count && off < end; i++) {
         err = copy_fix_name(m->buf, end, off, out, cut, DNS_ERR_BAD_RDATA);
         if (err == DNS_ERR_BAD_RDATA) break; /* no pointer in its bytes: nothing to move */
         if (err != DNS_OK) return err;

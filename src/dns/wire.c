@@ -8,7 +8,8 @@
  * those bytes in place (TTLs, OPT, dropped RRs). So the parser only accepts a pointer to the
  * start of an element (label length byte, pointer, or root byte) of a name it has already
  * read: the questions, the owners, and the names inside the RDATA of the types whose names
- * we walk (dns_rdata_name_offset). Encoders only ever point at names they wrote earlier, so
+ * we walk (dns_rdata_names: every type whose names the Go DNS library packs, as it lets later
+ * names point into any of them). Encoders only ever point at names they wrote earlier, so
  * real messages are unaffected. The element starts are kept in a bitmap of the message.
  */
 #include "dns/dns.h"
@@ -104,18 +105,18 @@ static void wire_unmark(const uint8_t *buf, size_t lim, size_t off, struct wire_
     }
 }
 
-/* Reads the names in the RDATA [rdata, end) of an RR of `type` so that later pointers may aim
- * at them. A pointer to anything but an earlier name is refused here: the parse fails. A
- * name malformed in any other way is left unmarked and the RDATA is opaque from then on;
- * dns_msg_check_rdata judges it (the parser bounds RDATA, it does not judge it). */
+/* Reads the names in the RDATA [rdata, end) of an RR of `type` (dns_rdata_names) so that
+ * later pointers may aim at them. A pointer to anything but an earlier name is refused here:
+ * the parse fails. A name malformed in any other way is left unmarked and the RDATA is opaque
+ * from then on; dns_msg_check_rdata judges it (the parser bounds RDATA, it does not judge
+ * it). */
 static enum dns_err wire_rdata_names(const uint8_t *buf, uint16_t type, size_t rdata, size_t end,
                                      struct wire_marks *w, bool *ptr)
 {
-    int first = dns_rdata_name_offset(type);
-    if (first < 0) return DNS_OK;
-    size_t off = rdata + (size_t)first;
-    unsigned names = type == DNS_T_SOA ? 2 : 1;
-    for (unsigned i = 0; i < names && off < end; i++) {
+    struct dns_rdata_names d;
+    if (!dns_rdata_names(type, buf + rdata, end - rdata, &d)) return DNS_OK;
+    size_t off = rdata + d.first; /* DNS_RDATA_NO_NAME lands past `end` */
+    for (unsigned i = 0; i < d.count && off < end; i++) {
         size_t next = 0, name_len = 0;
         enum dns_err err = wire_name(buf, end, off, w, &next, &name_len, ptr);
         if (err == DNS_ERR_BAD_POINTER) return err;
@@ -239,49 +240,148 @@ static enum dns_err dns_rdata_name(const struct dns_msg *m, size_t off, size_t e
     return DNS_OK;
 }
 
+/* NSEC type bitmap [p, end) as Go unpacks it: windows strictly increasing, each 1..32 bytes
+ * present in full. */
+static bool check_nsec_bitmap(const uint8_t *buf, size_t p, size_t end)
+{
+    int last = -1;
+    while (p < end) {
+        if (end - p < 2) return false;
+        int window = buf[p];
+        size_t len = buf[p + 1];
+        if (window <= last || len == 0 || len > 32 || len > end - p - 2) return false;
+        last = window;
+        p += 2 + len;
+    }
+    return true;
+}
+
+/* SvcParams [p, end) of SVCB/HTTPS as Go (miekg/dns 1.1.50) unpacks them: key, length,
+ * value in full; keys strictly increasing; key 65535 refused; mandatory an even length,
+ * alpn a run of character-strings filling it, no-default-alpn empty, port 2 bytes,
+ * ipv4hint a non-zero multiple of 4, ipv6hint a non-zero multiple of 16 with no
+ * IPv4-mapped address. */
+static bool check_svcb_params(const uint8_t *buf, size_t p, size_t end)
+{
+    long last = -1;
+    while (p < end) {
+        if (end - p < 4) return false;
+        uint16_t key = dns_get16(buf + p);
+        size_t len = dns_get16(buf + p + 2);
+        p += 4;
+        if (len > end - p || key == 65535u || (long)key <= last) return false;
+        last = key;
+        const uint8_t *v = buf + p;
+        switch (key) {
+        case 0: /* mandatory */
+            if (len % 2) return false;
+            break;
+        case 1: /* alpn */
+            for (size_t i = 0; i < len; i += 1u + v[i])
+                if ((size_t)v[i] >= len - i) return false;
+            break;
+        case 2: /* no-default-alpn */
+            if (len != 0) return false;
+            break;
+        case 3: /* port */
+            if (len != 2) return false;
+            break;
+        case 4: /* ipv4hint */
+            if (len == 0 || len % 4) return false;
+            break;
+        case 6: /* ipv6hint */
+            if (len == 0 || len % 16) return false;
+            for (size_t i = 0; i < len; i += 16) {
+                static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF};
+                if (memcmp(v + i, mapped, 12) == 0) return false; /* Go: "got ipv4" */
+            }
+            break;
+        default: break; /* ech, dohpath, others: any bytes */
+        }
+        p += len;
+    }
+    return true;
+}
+
+/* Skips `n` fixed bytes, then a 16-bit length and that many bytes. */
+static bool check_skip_sized(const uint8_t *buf, size_t *p, size_t end, size_t n)
+{
+    if (n + 2 > end - *p) return false;
+    *p += n;
+    size_t len = dns_get16(buf + *p);
+    *p += 2;
+    if (len > end - *p) return false;
+    *p += len;
+    return true;
+}
+
+/* What follows the names of a TAIL_REST type, from `p` to `end`. */
+static bool check_rdata_rest(const struct dns_msg *m, uint16_t type, size_t p, size_t end)
+{
+    switch (type) {
+    case DNS_T_NSEC: return check_nsec_bitmap(m->buf, p, end);
+    case DNS_T_SVCB:
+    case DNS_T_HTTPS: return check_svcb_params(m->buf, p, end);
+    case DNS_T_TKEY:
+        /* inception, expiration, mode, error; key size + key; other len + other data. */
+        return check_skip_sized(m->buf, &p, end, 12) && check_skip_sized(m->buf, &p, end, 0) &&
+               p == end;
+    case DNS_T_TSIG:
+        /* time signed (6), fudge; MAC size + MAC; original ID, error; other len + data. */
+        return check_skip_sized(m->buf, &p, end, 8) && check_skip_sized(m->buf, &p, end, 4) &&
+               p == end;
+    default: return true; /* SIG/RRSIG signature: any bytes */
+    }
+}
+
+/* The RDATA of a type of dns_rdata_names: fixed fields, its names, its tail. */
+static enum dns_err check_rdata_names(const struct dns_msg *m, const struct dns_rr *rr,
+                                      const struct dns_rdata_names *d)
+{
+    size_t end = (size_t)rr->rdata + rr->rdlen;
+    if (d->first == DNS_RDATA_NO_NAME || d->first > rr->rdlen) return DNS_ERR_BAD_RDATA;
+    size_t off = (size_t)rr->rdata + d->first, next = 0;
+    if (d->count == DNS_RDATA_NAMES_TO_END) {
+        /* HIP rendezvous servers: any number, filling the RDATA exactly. */
+        for (; off < end; off = next) {
+            enum dns_err err = dns_rdata_name(m, off, end, &next, true);
+            if (err != DNS_OK) return err;
+        }
+        return DNS_OK;
+    }
+    for (unsigned i = 0; i < d->count; i++) {
+        enum dns_err err = dns_rdata_name(m, off, end, &next, !d->no_pointer);
+        if (err != DNS_OK) return err;
+        off = next;
+    }
+    switch (d->tail) {
+    case DNS_RDATA_TAIL_NONE: return off == end ? DNS_OK : DNS_ERR_BAD_RDATA;
+    case DNS_RDATA_TAIL_SOA: return end - off == 20 ? DNS_OK : DNS_ERR_BAD_RDATA;
+    default: return check_rdata_rest(m, rr->type, off, end) ? DNS_OK : DNS_ERR_BAD_RDATA;
+    }
+}
+
 static enum dns_err dns_check_one_rdata(const struct dns_msg *m, const struct dns_rr *rr)
 {
-    size_t rdata = rr->rdata, end = (size_t)rr->rdata + rr->rdlen, next = 0;
-    enum dns_err err;
+    size_t rdata = rr->rdata, end = (size_t)rr->rdata + rr->rdlen;
+    struct dns_rdata_names d;
 
     switch (rr->type) {
     case DNS_T_A: return rr->rdlen == 4 ? DNS_OK : DNS_ERR_BAD_RDATA;
     case DNS_T_AAAA: return rr->rdlen == 16 ? DNS_OK : DNS_ERR_BAD_RDATA;
-    case DNS_T_NS:
-    case DNS_T_CNAME:
-    case DNS_T_PTR:
-    case DNS_T_DNAME:
-        err = dns_rdata_name(m, rdata, end, &next, true);
-        if (err != DNS_OK) return err;
-        return next == end ? DNS_OK : DNS_ERR_BAD_RDATA;
-    case DNS_T_MX:
-        if (rr->rdlen < 3) return DNS_ERR_BAD_RDATA;
-        err = dns_rdata_name(m, rdata + 2, end, &next, true);
-        if (err != DNS_OK) return err;
-        return next == end ? DNS_OK : DNS_ERR_BAD_RDATA;
-    case DNS_T_SRV:
-        if (rr->rdlen < 7) return DNS_ERR_BAD_RDATA;
-        err = dns_rdata_name(m, rdata + 6, end, &next, true);
-        if (err != DNS_OK) return err;
-        return next == end ? DNS_OK : DNS_ERR_BAD_RDATA;
-    case DNS_T_SOA:
-        err = dns_rdata_name(m, rdata, end, &next, true);
-        if (err != DNS_OK) return err;
-        err = dns_rdata_name(m, next, end, &next, true);
-        if (err != DNS_OK) return err;
-        return end - next == 20 ? DNS_OK : DNS_ERR_BAD_RDATA;
-    case DNS_T_RRSIG:
-        /* type covered, algorithm, labels, original TTL, expiration, inception, key tag:
-         * 18 bytes; then the signer's name, never compressed (RFC 4034 §3.1.7). */
-        if (rr->rdlen < 19) return DNS_ERR_BAD_RDATA;
-        return dns_rdata_name(m, rdata + 18, end, &next, false);
     case DNS_T_TXT:
         /* A run of <length><bytes> strings filling the RDATA exactly; Go refuses a message
          * whose string overruns. */
         for (size_t p = rdata; p < end; p += 1 + (size_t)m->buf[p])
             if ((size_t)m->buf[p] >= end - p) return DNS_ERR_BAD_RDATA;
         return DNS_OK;
-    default: return DNS_OK;
+    default:
+        /* The name-bearing types (dns.h lists their layouts), e.g. RRSIG: type covered,
+         * algorithm, labels, original TTL, expiration, inception, key tag: 18 bytes; then
+         * the signer's name, never compressed (RFC 4034 §3.1.7); then the signature. */
+        if (dns_rdata_names(rr->type, m->buf + rdata, rr->rdlen, &d))
+            return check_rdata_names(m, rr, &d);
+        return DNS_OK;
     }
 }
 
