@@ -163,4 +163,192 @@ struct fwd_stats {
 };
 void fwd_stats(const struct fwd *f, struct fwd_stats *st);
 
+/* ---- the Corefile (corefile.c) ------------------------------------------------------ */
+/*
+ * SPEC §5: server blocks `[dns://]ZONE[:PORT] [more keys...] { directives }` (port 53 when
+ * none), tokens from the lexer of src/config; the plugin order is fixed whatever the order
+ * in the block (reload, prometheus, errors, log, health, ready, loop, cache, redis_cache,
+ * forward). Directives: bind ADDR...; errors; log; health [ADDR]; ready [ADDR]; prometheus
+ * [ADDR] (default localhost:9153; one listener per address shared by all blocks); cache;
+ * redis_cache; forward. Directives of the server-depth issue (reload, loop, import,
+ * snippets, `health { lameduck }`) are rejected as "not supported yet" until they exist.
+ * Unknown directives are errors: "FILE:LINE: NAME: unknown directive".
+ */
+
+#define SRV_BLOCKS_MAX    32
+#define SRV_KEYS_MAX      16
+#define SRV_BINDS_MAX     8
+#define SRV_LISTENERS_MAX 8
+
+struct rcp_config;
+
+struct srv_block {
+    /* Keys: zones (lowercase presentation, trailing dot) sharing one port. */
+    char zones[SRV_KEYS_MAX][256];
+    size_t nzones;
+    /* The same zones in lowercase wire form, for srv_config_route. */
+    uint8_t zone_wire[SRV_KEYS_MAX][255];
+    uint8_t zone_wire_len[SRV_KEYS_MAX];
+    uint16_t port;
+    /* `bind`: IP literals to listen on; none: every address (0.0.0.0 and ::). */
+    char binds[SRV_BINDS_MAX][64];
+    size_t nbinds;
+    bool errors, log;
+    bool has_cache, has_forward;
+    struct l1_opts cache;
+    struct rcp_config *redis_cache; /* heap (rcp_config is large); NULL when absent */
+    struct fwd_opts forward;
+    /* CoreDNS's `server` metric label: "dns://:1053", or "dns://127.0.0.1:1053" with bind
+     * (the first bind address). */
+    char server_label[128];
+    char file[256];
+    unsigned line;
+};
+
+/* An HTTP listener address ("127.0.0.1:9153", "[::1]:8080", ":8181" = all addresses). */
+struct srv_http_addr {
+    char host[64];
+    uint16_t port;
+};
+
+struct srv_config {
+    struct srv_block *blocks; /* heap array of nblocks */
+    size_t nblocks;
+    struct srv_http_addr prometheus[SRV_LISTENERS_MAX]; /* distinct addresses */
+    size_t nprometheus;
+    bool has_health, has_ready;
+    struct srv_http_addr health, ready; /* defaults :8080 and :8181 as CoreDNS */
+    char file[256];
+};
+
+/* The embedded default Corefile of SPEC §5 (used without -conf and without ./Corefile). */
+extern const char srv_default_corefile[];
+
+/* Parses a whole Corefile (text of `len` bytes named `file`). On error returns -1 and fills
+ * errs[0..*nerrs) (up to max) with every error found (`-check` prints them all; parsing
+ * continues with the next server block after an error). Zones are checked: a block's zones
+ * must be distinct from other blocks on the same port. Free with srv_config_free.
+ *
+ * Details (corefile.c's top comment has the full list): on error nothing stays allocated
+ * (srv_config_free is still safe); errs may be NULL with max 0, nerrs may be NULL. An empty
+ * Corefile is an error ("no server blocks"). `cache` and `redis_cache` without zones get
+ * the block's zones filled in (cache.nzones / redis_cache->nzones >= 1 on success). HTTP
+ * hosts are "" (all), an IP literal (IPv6 without brackets) or "127.0.0.1" for localhost;
+ * every block naming health (ready) must give the same address; one address serves one
+ * endpoint. A lone block may omit its braces (Caddy). */
+int srv_config_parse(struct srv_config *cfg, const char *file, const char *text, size_t len,
+                     struct cfg_error *errs, size_t max, size_t *nerrs);
+void srv_config_free(struct srv_config *cfg);
+
+/* The block that serves `q` arriving on `port`: longest zone suffix match among the blocks
+ * listening on that port (case-insensitive); NULL when none (REFUSED). */
+const struct srv_block *srv_config_route(const struct srv_config *cfg, uint16_t port,
+                                         const struct dns_question *q);
+
+/* ---- HTTP endpoints (http.c): /metrics, /health, /ready ----------------------------- */
+/*
+ * A tiny HTTP/1.1 server on a libev loop (the main thread's): GET only, one request per
+ * connection (Connection: close), bounded request size and time, 404 otherwise. The body of
+ * /metrics is produced by a callback at each scrape (the registry sums the workers).
+ */
+
+struct srv_http;
+
+/* Writes the body for `path` into a growable buffer via the append function; returns the
+ * HTTP status (200, 503, 404). */
+typedef int srv_http_handler(void *priv, const char *path,
+                             void (*append)(void *ctx, const char *s, size_t n), void *ctx);
+
+struct srv_http *srv_http_new(struct ev_loop *loop, const struct srv_http_addr *addr,
+                              srv_http_handler *h, void *priv, char *err, size_t errlen);
+void srv_http_free(struct srv_http *h);
+/* addr->host: "" = all addresses ([::] dual stack, 0.0.0.0 without IPv6), an IPv4 or IPv6
+ * literal (no brackets), or "localhost" (127.0.0.1). The handler runs on the loop, once per
+ * GET, with the path without query string; a 404 with an empty body gets "404 page not
+ * found". Limits: request head 8 KiB (431), 5 s to send it, 5 s per stalled write, 256
+ * connections. srv_http_free closes every connection. NULL with err filled on failure
+ * ("http: listen on 127.0.0.1:9153: Address already in use"). */
+/* The port actually bound (for addr port 0 in tests). */
+uint16_t srv_http_port(const struct srv_http *h);
+
+/* ---- the runtime: workers, listeners, queries, metrics (main.c, worker.c, ...) ------ */
+/* Declared here by the files that implement them. */
+
+/* Per-worker counters (worker.c writes them on its own thread only; a scrape asks each
+ * worker for a snapshot through its loop, so the query path takes no lock and no atomic).
+ * "Slots" are the metric rows of the CoreDNS families: for block b, slots slot_base(b) +
+ * 0..nzones-1 are its zones and slot_base(b) + nzones is "dropped" (queries that reached a
+ * listener of the block but no zone, or were malformed). */
+#define SRV_QTYPES      19 /* index 0: "other"; see srv_qtype_index */
+#define SRV_RCODES      24
+#define SRV_DUR_BUCKETS 16 /* CoreDNS: 0.00025 s doubling, 16 buckets, then +Inf */
+
+enum srv_plugin { SRV_PL_NONE = 0, SRV_PL_CACHE, SRV_PL_REDIS, SRV_PL_FORWARD, SRV_PLUGINS };
+
+struct srv_zone_stats {
+    uint64_t requests[2][2][SRV_QTYPES]; /* [udp,tcp][family 1,2][type] */
+    uint64_t responses[SRV_RCODES][SRV_PLUGINS];
+    uint64_t dur_buckets[SRV_QTYPES][SRV_DUR_BUCKETS + 1]; /* per bucket, not cumulative */
+    uint64_t dur_count[SRV_QTYPES];
+    double dur_sum[SRV_QTYPES];
+};
+
+struct srv_block_stats {
+    uint64_t cache_hits[2]; /* success, denial */
+    uint64_t cache_misses;
+    uint64_t cache_entries[2];
+    struct rcp_metrics *redis; /* NULL without redis_cache (points into srv_stats) */
+    struct fwd_stats fwd;
+};
+
+struct srv_stats {
+    size_t nslots, nblocks;
+    struct srv_zone_stats *zones;   /* nslots */
+    struct srv_block_stats *blocks; /* nblocks */
+    struct rcp_metrics *redis;      /* nblocks */
+};
+
+/* Allocates zeroed stats shaped for cfg (metrics.c); -1 when out of memory. */
+int srv_stats_init(struct srv_stats *s, const struct srv_config *cfg);
+void srv_stats_free(struct srv_stats *s);
+void srv_stats_reset(struct srv_stats *s);
+/* dst += src (same shape). */
+void srv_stats_add(struct srv_stats *dst, const struct srv_stats *src);
+/* The first slot of block b. */
+size_t srv_slot_base(const struct srv_config *cfg, size_t b);
+/* CoreDNS's monitored types: A, AAAA, CNAME, DNSKEY, DS, HTTPS, MX, NSEC, NSEC3, NS, PTR,
+ * RRSIG, SOA, SRV, TXT, IXFR, AXFR, ANY; everything else is 0 ("other"). */
+unsigned srv_qtype_index(uint16_t qtype);
+/* "A", "NXDOMAIN"... for logs and labels (type names: a static table, else NULL). */
+const char *srv_type_name(uint16_t qtype);
+const char *srv_rcode_name(unsigned rcode);
+/* The duration bucket of `seconds` (0..SRV_DUR_BUCKETS; the last is +Inf). */
+unsigned srv_dur_bucket(double seconds);
+
+/* Writes the whole Prometheus text (every family once with HELP and TYPE): the CoreDNS
+ * families from `sum`, the redis_cache families and coredns_build_info. */
+void srv_metrics_write(const struct srv_config *cfg, const struct srv_stats *sum,
+                       void (*append)(void *ctx, const char *s, size_t n), void *ctx);
+
+/* The process: N workers (worker.c), each with its own loop thread, SO_REUSEPORT UDP and
+ * TCP sockets on every listen address, L1 shards, redis_cache handles and forwarders. */
+struct srv_runtime;
+
+/* Opens every socket (so bind errors show before serving) and builds each worker; the
+ * config must outlive the runtime. NULL with a message on failure. */
+struct srv_runtime *srv_runtime_new(const struct srv_config *cfg, unsigned nworkers, char *err,
+                                    size_t errlen);
+/* Starts the worker threads (with every signal blocked in them). 0 or -1. */
+int srv_runtime_start(struct srv_runtime *rt, char *err, size_t errlen);
+/* Graceful stop: workers stop reading and accepting, finish in-flight queries and flush
+ * pending Redis writes within `budget` seconds, then exit; joins them. */
+void srv_runtime_stop(struct srv_runtime *rt, double budget);
+void srv_runtime_free(struct srv_runtime *rt);
+/* Sums every worker's snapshot into `sum` (shaped by srv_stats_init). Waits at most ~0.2 s
+ * per worker for a fresh snapshot (a stopped worker gives its last). Main thread only. */
+void srv_runtime_collect(struct srv_runtime *rt, struct srv_stats *sum);
+
+/* CPUs this process may use: sched_getaffinity, limited by the cgroup v2 cpu.max quota. */
+unsigned srv_cpu_count(void);
+
 #endif /* RC_SERVER_H */
