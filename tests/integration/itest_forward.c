@@ -461,19 +461,19 @@ static void test_silent_fails_over(void **state)
     env_new(
         &e,
         corefile("forward . 127.0.0.1:%u 127.0.0.1:%u {\n policy sequential\n}\n", port1, port2),
-        0.3, 3);
+        1.0, 5); /* a try timeout well above a loaded machine's test upstream latency */
     struct res r;
     double took = query1(&e, "a.test", false, &r);
     assert_reply(&r, "a.test", DNS_RCODE_NOERROR, 1);
-    assert_true(took >= 0.28);
-    assert_true(took < 1.5);
+    assert_true(took >= 0.98);
+    assert_true(took < 3.0);
     assert_int_equal(count(ctl1, "a.test", ""), 1); /* sequential: server 1 asked first */
     assert_int_equal(count(ctl2, "a.test", ""), 1);
 
     /* a name server 1 answers: server 2 is never asked */
     took = query1(&e, "b.test", false, &r);
     assert_reply(&r, "b.test", DNS_RCODE_NOERROR, 1);
-    assert_true(took < 0.28);
+    assert_true(took < 0.98);
     assert_int_equal(count(ctl1, "b.test", ""), 1);
     assert_int_equal(count(ctl2, "b.test", ""), 0);
     struct fwd_stats st;
@@ -571,11 +571,11 @@ static void bad_reply_case(const char *mode, bool tcp)
     env_new(&e,
             corefile("forward . 127.0.0.1:%u 127.0.0.1:%u {\n policy sequential\n%s}\n", port1,
                      port2, tcp ? " force_tcp\n" : ""),
-            0.3, 3);
+            1.0, 5); /* well above a loaded machine's test upstream latency */
     struct res r;
     double took = query1(&e, "a.test", false, &r);
     assert_reply(&r, "a.test", DNS_RCODE_NOERROR, 1);
-    assert_true(took >= 0.28);
+    assert_true(took >= 0.98);
     assert_int_equal(count(ctl1, "a.test", ""), 1);
     assert_int_equal(count(ctl2, "a.test", ""), 1);
     struct fwd_stats st;

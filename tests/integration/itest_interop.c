@@ -753,9 +753,10 @@ static struct api *api_open_one; /* closed by api_teardown when a test fails mid
 static void api_open(struct api *a)
 {
     char text[256], err[512];
-    int n =
-        snprintf(text, sizeof text,
-                 "redis_cache {\n    endpoint 127.0.0.1:%d\n    success 3600 0\n}\n", redis_port());
+    int n = snprintf(text, sizeof text,
+                     "redis_cache {\n    endpoint 127.0.0.1:%d\n    success 3600 0\n"
+                     "    timeout {\n        read 5s\n    }\n}\n",
+                     redis_port());
     struct rc_cache_config *cfg = NULL;
     if (rc_cache_config_parse(text, (size_t)n, "interop", &cfg, err, sizeof err) != 0)
         fail_msg("rc_cache_config_parse: %s", err);
