@@ -68,7 +68,8 @@ BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
 EXTRA_LIBS_resp_diff := -lhiredis
 EXTRA_LIBS_resp      := -lhiredis
 
-.PHONY: all lib test deps unit unit-asan integration fuzz fuzz-smoke bench run clean format \
+.PHONY: all lib test deps unit unit-asan integration fuzz fuzz-smoke bench bench-server run clean \
+        format \
         format-check tests-build
 
 all: lib $(SRV_LIB) $(SERVER)
@@ -171,6 +172,10 @@ $(BUILD)/bench/%: bench/%.c $(STATIC_LIB)
 
 bench: $(BENCH_BINS)
 	@for b in $(BENCH_BINS); do echo "== $$b"; $$b || exit 1; done
+
+# dnsperf against our server and dnsdist (starts knotd, redis-server, dnsdist itself).
+bench-server: all
+	@RCD_BIN=$(abspath $(BUILD))/redis-cache-dns bash bench/server.sh
 
 # ---- the README's two commands ----
 deps:
