@@ -36,6 +36,12 @@
 #define TAB_MIN_BITS 6
 #define KEY_MAX      (sizeof(((struct rcp_config *)0)->key_prefix) + 1 + DNS_KEY_HEX_LEN + 1)
 #define REPLY_CAP    (DNS_MSG_MAX + 64)
+/* Commands in flight on a connection before the pool opens another. Lookups come in
+ * bursts (a host reads a batch of datagrams per wakeup; each lookup is two commands), and
+ * a single-threaded Redis answers one deep pipeline with far fewer reads and writes on
+ * both sides than many shallow ones: the pool's generic 32 would open a connection per 16
+ * lookups of a burst and spread every later burst over all of them. */
+#define PIPELINE_HIGH 1024
 
 /* ---- a table of in-flight keys (chained; buckets double when crowded) --------------- */
 
@@ -611,6 +617,7 @@ static void node_opts(struct rcp_cache *c, const struct rcp_config *cfg, const s
     n->conn.connect_timeout = cfg->connect_timeout;
     n->conn.keepalive = cfg->tcp_keepalive;
     n->pool = cfg->pool;
+    if (n->pool.pipeline_high < PIPELINE_HIGH) n->pool.pipeline_high = PIPELINE_HIGH;
 }
 
 static int set_zones(struct rcp_cache *c, const struct rcp_config *cfg, const char *const *zones,

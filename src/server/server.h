@@ -89,6 +89,7 @@ void l1_stats(const struct l1_cache *c, struct l1_stats *st);
 enum fwd_policy { FWD_POLICY_RANDOM = 0, FWD_POLICY_ROUND_ROBIN, FWD_POLICY_SEQUENTIAL };
 
 #define FWD_UPSTREAMS_MAX 15
+#define FWD_EXCEPT_MAX    32
 
 struct fwd_upstream {
     struct sockaddr_storage addr;
@@ -106,13 +107,28 @@ struct fwd_opts {
     double total_timeout; /* seconds for the whole query; default 5 */
     char file[256];
     unsigned line;
+    /* `max_fails N` (default 2; 0: never down, never health checked), `health_check D
+     * [no_rec] [domain NAME]` (default 0.5s, `. IN NS` with RD; 0: no health checks, never
+     * down), `expire D` (idle pooled TCP connections closed after D; default 10s; 0: no
+     * pooling), `max_concurrent N` (default 0: no limit), `except ZONES...` (accumulate). */
+    unsigned max_fails;
+    double health_check;
+    bool hc_no_rec;
+    char hc_domain[256]; /* lowercase presentation, trailing dot; default "." */
+    double expire;
+    unsigned max_concurrent;
+    char except[FWD_EXCEPT_MAX][256]; /* lowercase presentation, trailing dot */
+    size_t nexcept;
 };
 
 void fwd_opts_init(struct fwd_opts *o);
 
 /* Parses `forward FROM TO... [{ ... }]` at c->pos. TO: IP[:PORT], dns://IP[:PORT], [v6]:port,
- * or a resolv.conf-style file path (its nameserver lines). Options of CoreDNS's forward
- * that this server does not implement yet are rejected with a clear message. Errors
+ * or a resolv.conf-style file path (its nameserver lines). Options: policy, force_tcp,
+ * prefer_udp, max_fails, health_check, expire, max_concurrent, except (durations as Go
+ * writes them: 500ms, 1.5s, 1m30s; bare 0). Options of CoreDNS's forward that this server
+ * does not implement yet (tls, tls_servername, next, failover,
+ * failfast_all_unhealthy_upstreams) are rejected with a clear message. Errors
  * "FILE:LINE: forward: WHAT". Call fwd_opts_init first: try_timeout and total_timeout are
  * not directive options and keep what the caller set. force_tcp and prefer_udp may both be
  * set; force_tcp wins (CoreDNS). At most FWD_UPSTREAMS_MAX upstreams, files included. */
@@ -126,8 +142,9 @@ struct fwd *fwd_new(struct ev_loop *loop, const struct fwd_opts *o, char *err, s
 void fwd_free(struct fwd *f);
 
 enum fwd_status {
-    FWD_OK = 0, /* resp/len: the upstream's response (its ID, our question case) */
-    FWD_FAILED, /* every try failed or timed out: answer SERVFAIL */
+    FWD_OK = 0,  /* resp/len: the upstream's response (its ID, our question case) */
+    FWD_FAILED,  /* every try failed or timed out: answer SERVFAIL */
+    FWD_REFUSED, /* max_concurrent queries already in flight: answer REFUSED (counted) */
 };
 
 /* resp is valid only during the call. The caller patches the ID and question case for its
@@ -141,8 +158,21 @@ typedef void fwd_fn(void *priv, enum fwd_status st, const uint8_t *resp, size_t 
  * source or question (case-insensitive name, type, class) does not match is dropped and
  * counted, and the query keeps waiting (RFC 5452). Identical in-flight queries (same key)
  * coalesce into one upstream query. The callback may run before this returns only on
- * allocation failure (FWD_FAILED). Returns 0 or -1 (no callback: bad arguments, or inside
- * fwd_free).
+ * allocation failure (FWD_FAILED) or with FWD_REFUSED when max_concurrent queries (client
+ * queries, coalesced ones included, as CoreDNS counts them) are already in flight.
+ *
+ * Health (CoreDNS's): a failed try starts health checking of its upstream if not running:
+ * a probe (`health_check` domain, default `. IN NS`, RD unless no_rec; TCP with
+ * force_tcp) at once, then every health_check interval while probes fail; a probe fails
+ * when no reply comes within 1 s (any reply passing the ID/question checks is healthy,
+ * whatever its rcode). Each failed probe adds one fail, a good one clears them and stops
+ * the probing. An upstream is down when it has more than max_fails fails; the walk skips
+ * down upstreams, and when all are down it asks one picked at random anyway. TCP
+ * connections are pooled per upstream: after a good reply the connection is kept idle and
+ * the next TCP try to that upstream reuses it (one query at a time, no pipelining); idle
+ * ones are closed after `expire`. A pooled connection the upstream closed meanwhile is
+ * replaced by a fresh one within the same try. Returns 0 or -1 (no callback: bad arguments, or
+ * inside fwd_free).
  *
  * Details: RD of our query is the first caller's; coalesced waiters get the first caller's
  * question case (and the transport it chose: replies are whole either way, TC being retried
@@ -160,8 +190,27 @@ struct fwd_stats {
     uint64_t mismatches;                       /* replies dropped by the RFC 5452 checks */
     uint64_t coalesced;                        /* queries that joined one in flight */
     uint64_t failures;                         /* queries answered FWD_FAILED */
+    /* health (max_fails / health_check): per upstream */
+    /* each worker has its own forward instance and health state: summed over workers,
+     * up_down counts the workers that see the upstream down */
+    uint64_t up_down[FWD_UPSTREAMS_MAX];     /* 1 when marked down now (a gauge) */
+    uint64_t up_fails[FWD_UPSTREAMS_MAX];    /* consecutive failed health checks now (gauge) */
+    uint64_t hc_sent[FWD_UPSTREAMS_MAX];     /* health probes sent */
+    uint64_t hc_failures[FWD_UPSTREAMS_MAX]; /* health probes failed (timeout, error):
+                                              * coredns_forward_healthcheck_failures_total */
+    uint64_t all_down;                       /* queries sent although every upstream was down:
+                                              * coredns_forward_healthcheck_broken_total */
+    uint64_t refused;                        /* queries answered FWD_REFUSED (max_concurrent):
+                                              * coredns_forward_max_concurrent_rejects_total */
+    uint64_t tcp_connects; /* TCP connections opened to upstreams (tries and probes) */
+    uint64_t tcp_reused;   /* TCP tries on a pooled connection */
+    uint64_t tcp_expired;  /* pooled connections closed after `expire` unused */
 };
 void fwd_stats(const struct fwd *f, struct fwd_stats *st);
+
+/* True when this forward takes q: its name is FROM or below, and not at or below an
+ * `except` zone (FROM itself is always taken, as in CoreDNS). Compares q->name_lc. */
+bool fwd_handles(const struct fwd *f, const struct dns_question *q);
 
 /* ---- the Corefile (corefile.c) ------------------------------------------------------ */
 /*

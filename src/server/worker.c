@@ -15,7 +15,8 @@
  * from the worker's free list and goes to redis_cache (async GET+TTL; a hit fills L1 with the
  * remaining TTL) and on a miss to forward; the upstream's response has its TTLs set by
  * rcp_cache_store (SPEC §2) and the SET queued, fills L1, and is fitted for the client with
- * dns_reply_build. Immediate replies of a batch leave in one sendmmsg.
+ * dns_reply_build. Immediate replies of a batch leave in one sendmmsg; async UDP replies
+ * finished in one loop iteration are queued and leave in one sendmmsg before the loop polls.
  *
  * TCP (RFC 7766): 2-byte framing, several queries in flight per connection (replies in
  * completion order), an idle timeout, bounded buffers, and caps on in-flight queries per
@@ -97,8 +98,6 @@ struct wblock {
     struct zone_set l1_zones;
     struct rcp_cache *rc;
     struct fwd *fwd;
-    uint8_t fwd_from[DNS_NAME_MAX];
-    uint16_t fwd_from_len;
     size_t slot_base;
 };
 
@@ -182,6 +181,16 @@ struct worker {
     struct sockaddr_storage rxaddr[UDP_BATCH];
     uint8_t (*rxbuf)[UDP_RX_MAX];
     uint8_t (*txbuf)[UDP_TX_MAX];
+
+    /* UDP replies of async queries (L2 hits, forwarded answers), queued during a loop
+     * iteration and sent with one sendmmsg from an ev_prepare watcher (or when full) */
+    struct mmsghdr atx[UDP_BATCH];
+    struct iovec atxiov[UDP_BATCH];
+    struct sockaddr_storage atxaddr[UDP_BATCH];
+    int atxfd[UDP_BATCH];
+    uint8_t (*atxbuf)[UDP_TX_MAX];
+    unsigned natx;
+    ev_prepare atx_flush;
 
     /* scratch for async completions */
     uint8_t *scratch; /* upstream response, TTLs rewritten */
@@ -516,6 +525,33 @@ static void tconn_release(struct tconn *c)
 
 /* ---- sending a finished reply ------------------------------------------------------------ */
 
+/* Sends the queued async UDP replies: one sendmmsg per run of replies on one socket. */
+static void udp_async_flush(struct worker *w)
+{
+    ev_prepare_stop(w->loop, &w->atx_flush);
+    for (unsigned i = 0; i < w->natx;) {
+        unsigned j = i + 1;
+        while (j < w->natx && w->atxfd[j] == w->atxfd[i]) j++;
+        for (unsigned sent = i; sent < j;) {
+            int k = sendmmsg(w->atxfd[i], w->atx + sent, j - sent, MSG_DONTWAIT);
+            if (k > 0) {
+                sent += (unsigned)k;
+                continue;
+            }
+            if (k < 0 && errno == EINTR) continue;
+            sent++; /* skip the datagram the kernel refused (full buffer, bad address) */
+        }
+        i = j;
+    }
+    w->natx = 0;
+}
+
+static void udp_async_on_prepare(struct ev_loop *loop, ev_prepare *p, int revents)
+{
+    (void)loop, (void)revents;
+    udp_async_flush(p->data);
+}
+
 static void send_async(struct query *qs, const uint8_t *msg, size_t len)
 {
     if (qs->tcp) {
@@ -523,11 +559,29 @@ static void send_async(struct query *qs, const uint8_t *msg, size_t len)
         if (c && !c->dead && tconn_queue(c, msg, len)) tconn_flush(c);
         return;
     }
-    ssize_t n;
-    do
-        n = sendto(qs->ul->fd, msg, len, MSG_DONTWAIT, (const struct sockaddr *)&qs->peer,
-                   qs->peerlen);
-    while (n < 0 && errno == EINTR);
+    struct worker *w = qs->w;
+    if (len > UDP_TX_MAX || w->closing) { /* no loop iteration left to flush a queue */
+        ssize_t n;
+        do
+            n = sendto(qs->ul->fd, msg, len, MSG_DONTWAIT, (const struct sockaddr *)&qs->peer,
+                       qs->peerlen);
+        while (n < 0 && errno == EINTR);
+        return;
+    }
+    /* Replies finished in this loop iteration leave together (DESIGN: batch syscalls). */
+    if (w->natx == UDP_BATCH) udp_async_flush(w);
+    unsigned i = w->natx++;
+    memcpy(w->atxbuf[i], msg, len);
+    memcpy(&w->atxaddr[i], &qs->peer, qs->peerlen);
+    w->atxiov[i].iov_base = w->atxbuf[i];
+    w->atxiov[i].iov_len = len;
+    memset(&w->atx[i].msg_hdr, 0, sizeof w->atx[i].msg_hdr);
+    w->atx[i].msg_hdr.msg_iov = &w->atxiov[i];
+    w->atx[i].msg_hdr.msg_iovlen = 1;
+    w->atx[i].msg_hdr.msg_name = &w->atxaddr[i];
+    w->atx[i].msg_hdr.msg_namelen = qs->peerlen;
+    w->atxfd[i] = qs->ul->fd;
+    if (!ev_is_active(&w->atx_flush)) ev_prepare_start(w->loop, &w->atx_flush);
 }
 
 /* Accounting, log and send for an async query, then releases it. */
@@ -586,6 +640,11 @@ static void on_forward(void *priv, enum fwd_status st, const uint8_t *resp, size
         query_put(qs);
         return;
     }
+    if (st == FWD_REFUSED) { /* max_concurrent reached */
+        size_t n = build_error(w->out + 2, &qs->q, DNS_RCODE_REFUSED);
+        query_finish(qs, w->out + 2, n, DNS_RCODE_REFUSED, SRV_PL_FORWARD, TIER_UPSTREAM);
+        return;
+    }
     if (st != FWD_OK || len > DNS_MSG_MAX) {
         fail_servfail(qs, "forward: no upstream answered");
         return;
@@ -618,13 +677,13 @@ static void on_forward(void *priv, enum fwd_status st, const uint8_t *resp, size
     }
     if (ttl < 0) restore_ttls(w, out, olen, &m);
     out[2] = (uint8_t)((out[2] & ~0x04) | (w->scratch[2] & 0x04)); /* the upstream's AA */
-    query_finish(qs, out, olen, 0, SRV_PL_FORWARD, TIER_UPSTREAM);
+    query_finish(qs, out, olen, out[3] & DNS_F_RCODE_MASK, SRV_PL_FORWARD, TIER_UPSTREAM);
 }
 
 static void start_forward(struct query *qs)
 {
     struct wblock *wb = &qs->w->blocks[qs->block];
-    if (!wb->fwd || !name_in_zone(qs->q.name_lc, qs->q.name_len, wb->fwd_from, wb->fwd_from_len)) {
+    if (!wb->fwd || !fwd_handles(wb->fwd, &qs->q)) {
         fail_servfail(qs, "no next plugin found");
         return;
     }
@@ -1073,6 +1132,7 @@ static void *worker_main(void *arg)
 {
     struct worker *w = arg;
     ev_run(w->loop, 0);
+    udp_async_flush(w); /* replies queued in the last iteration (the loop ended in a timer) */
     worker_snapshot(w);
     /* Teardown on this thread: callbacks of pending work see `closing` and only release. */
     w->closing = true;
@@ -1115,6 +1175,7 @@ static void worker_free(struct worker *w)
     free(w->chunks);
     free(w->rxbuf);
     free(w->txbuf);
+    free(w->atxbuf);
     free(w->scratch);
     free(w->out);
     free(w->rrs);
@@ -1142,14 +1203,15 @@ static struct worker *worker_new(struct srv_runtime *rt, unsigned id, char *err,
     w->loop = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
     w->rxbuf = malloc(UDP_BATCH * sizeof *w->rxbuf);
     w->txbuf = malloc(UDP_BATCH * sizeof *w->txbuf);
+    w->atxbuf = malloc(UDP_BATCH * sizeof *w->atxbuf);
     w->scratch = malloc(DNS_MSG_MAX + 16);
     w->out = malloc(DNS_MSG_MAX + 16);
     w->rrs = malloc(DNS_RR_MAX * sizeof *w->rrs);
     w->rrs2 = malloc(DNS_RR_MAX * sizeof *w->rrs2);
     w->ul = calloc(rt->naddrs ? rt->naddrs : 1, sizeof *w->ul);
     w->tl = calloc(rt->naddrs ? rt->naddrs : 1, sizeof *w->tl);
-    if (!w->loop || !w->rxbuf || !w->txbuf || !w->scratch || !w->out || !w->rrs || !w->rrs2 ||
-        !w->ul || !w->tl || srv_stats_init(&w->live, cfg) != 0 ||
+    if (!w->loop || !w->rxbuf || !w->txbuf || !w->atxbuf || !w->scratch || !w->out || !w->rrs ||
+        !w->rrs2 || !w->ul || !w->tl || srv_stats_init(&w->live, cfg) != 0 ||
         srv_stats_init(&w->snap, cfg) != 0) {
         snprintf(err, errlen, "out of memory");
         worker_free(w);
@@ -1206,7 +1268,6 @@ static struct worker *worker_new(struct srv_runtime *rt, unsigned id, char *err,
                 worker_free(w);
                 return NULL;
             }
-            wb->fwd_from_len = text_to_wire(blk->forward.from, wb->fwd_from);
         }
     }
 
@@ -1235,6 +1296,8 @@ static struct worker *worker_new(struct srv_runtime *rt, unsigned id, char *err,
     ev_async_init(&w->snap_async, worker_on_snap);
     w->snap_async.data = w;
     ev_async_start(w->loop, &w->snap_async);
+    ev_prepare_init(&w->atx_flush, udp_async_on_prepare);
+    w->atx_flush.data = w;
     ev_timer_init(&w->drain_timer, worker_on_drain, 0.005, 0.005);
     w->drain_timer.data = w;
     ev_timer_init(&w->deadline_timer, worker_on_deadline, 2.0, 0);

@@ -800,6 +800,251 @@ static void test_free_with_pending(void **state)
     ev_loop_destroy(e.loop);
 }
 
+/* ---- health: max_fails, health_check ---- */
+
+static void on_tick(struct ev_loop *loop, ev_timer *w, int revents) {}
+
+/* Runs the loop until pred(e) holds or secs pass; returns whether it held. */
+static bool wait_for(struct env *e, double secs, bool (*pred)(struct env *))
+{
+    ev_timer tick;
+    ev_timer_init(&tick, on_tick, 0.05, 0.05);
+    ev_timer_start(e->loop, &tick);
+    double end = mono() + secs;
+    bool ok = pred(e);
+    while (!ok && mono() < end) {
+        ev_run(e->loop, EVRUN_ONCE);
+        ok = pred(e);
+    }
+    ev_timer_stop(e->loop, &tick);
+    return ok;
+}
+
+static bool up0_down(struct env *e)
+{
+    struct fwd_stats st;
+    fwd_stats(e->f, &st);
+    return st.up_down[0] == 1;
+}
+
+static bool up0_up(struct env *e)
+{
+    return !up0_down(e);
+}
+
+static bool both_down(struct env *e)
+{
+    struct fwd_stats st;
+    fwd_stats(e->f, &st);
+    return st.up_down[0] == 1 && st.up_down[1] == 1;
+}
+
+static long ns_probes(int ctlport)
+{
+    return strtol(ctl(ctlport, "count . NS"), NULL, 10);
+}
+
+/* Server 1 goes silent: a failed try starts probing, each failed probe is a fail, more than
+ * max_fails fails mark it down, and traffic goes to server 2 alone (sequential would ask
+ * server 1 first). Probes go on while it is down; once it answers again it comes back. */
+static void test_health_down_and_back(void **state)
+{
+    reset_servers();
+    ctl(ctl1, "mode * silent");
+    struct env e;
+    env_new(&e,
+            corefile("forward . 127.0.0.1:%u 127.0.0.1:%u {\n policy sequential\n max_fails 1\n"
+                     " health_check 0.2s\n}\n",
+                     port1, port2),
+            0.5, 4);
+    struct res r;
+    query1(&e, "a.test", false, &r);
+    assert_reply(&r, "a.test", DNS_RCODE_NOERROR, 1);
+    assert_int_equal(count(ctl2, "a.test", ""), 1);
+    /* probe 1 fails after 1 s (fails 1, not down yet), probe 2 0.2 s later fails (down) */
+    if (!wait_for(&e, 8, up0_down)) fail_msg("server 1 never marked down");
+    struct fwd_stats st;
+    fwd_stats(e.f, &st);
+    assert_true(st.hc_sent[0] >= 2);
+    assert_true(st.hc_failures[0] >= 2);
+    assert_true(st.up_fails[0] >= 2);
+    assert_int_equal(st.hc_sent[1], 0); /* server 2 never failed: never probed */
+    long probes = ns_probes(ctl1);
+    assert_true(probes >= 2);
+    assert_int_equal(ns_probes(ctl2), 0);
+    assert_string_equal(last_field(ctl1, ".", "rd"), "1"); /* RD by default */
+
+    /* down: skipped, no waiting on it */
+    double took = query1(&e, "b.test", false, &r);
+    assert_reply(&r, "b.test", DNS_RCODE_NOERROR, 1);
+    assert_int_equal(count(ctl1, "b.test", ""), 0);
+    assert_int_equal(count(ctl2, "b.test", ""), 1);
+    assert_true(took < 0.45);
+
+    /* the probing goes on while it is down */
+    ev_timer idle;
+    ev_timer_init(&idle, on_tick, 1.5, 0.);
+    ev_timer_start(e.loop, &idle);
+    double end = mono() + 1.5;
+    while (mono() < end) ev_run(e.loop, EVRUN_ONCE);
+    assert_true(ns_probes(ctl1) > probes);
+    assert_true(up0_down(&e));
+
+    /* back: the next probe gets a reply within ~2 health intervals (plus a probe's wait) */
+    ctl(ctl1, "mode * normal");
+    if (!wait_for(&e, 4, up0_up)) fail_msg("server 1 never came back");
+    fwd_stats(e.f, &st);
+    assert_int_equal(st.up_fails[0], 0);
+    query1(&e, "c.test", false, &r);
+    assert_reply(&r, "c.test", DNS_RCODE_NOERROR, 1);
+    assert_int_equal(count(ctl1, "c.test", ""), 1); /* sequential: server 1 again */
+    assert_int_equal(count(ctl2, "c.test", ""), 0);
+    assert_int_equal(st.all_down, 0);
+    env_free(&e);
+}
+
+/* Both down: queries are still sent (one upstream at random), counted as all_down. */
+static void test_all_down_still_tries(void **state)
+{
+    reset_servers();
+    ctl(ctl1, "mode * silent");
+    ctl(ctl2, "mode * silent");
+    struct env e;
+    env_new(
+        &e,
+        corefile(
+            "forward . 127.0.0.1:%u 127.0.0.1:%u {\n max_fails 1\n health_check 0.2s no_rec\n}\n",
+            port1, port2),
+        0.3, 0.7);
+    struct res r;
+    query1(&e, "a.test", false, &r);
+    assert_int_equal(r.st, FWD_FAILED);
+    if (!wait_for(&e, 8, both_down)) fail_msg("both servers never marked down");
+    assert_string_equal(last_field(ctl1, ".", "rd"), "0"); /* no_rec */
+    /* probes (`.`) stay unanswered; b.test is answered again by both */
+    ctl(ctl1, "mode b.test normal");
+    ctl(ctl2, "mode b.test normal");
+    query1(&e, "b.test", false, &r);
+    assert_reply(&r, "b.test", DNS_RCODE_NOERROR, 1);
+    assert_int_equal(count(ctl1, "b.test", "") + count(ctl2, "b.test", ""), 1);
+    struct fwd_stats st;
+    fwd_stats(e.f, &st);
+    assert_true(st.all_down >= 1);
+    assert_true(both_down(&e));
+    env_free(&e);
+}
+
+/* max_fails 0: never probed, never down. */
+static void test_max_fails_zero(void **state)
+{
+    reset_servers();
+    ctl(ctl1, "mode * silent");
+    struct env e;
+    env_new(&e,
+            corefile("forward . 127.0.0.1:%u 127.0.0.1:%u {\n policy sequential\n max_fails 0\n}\n",
+                     port1, port2),
+            0.3, 3);
+    struct res r;
+    for (int i = 0; i < 2; i++) {
+        query1(&e, i ? "b.test" : "a.test", false, &r);
+        assert_reply(&r, i ? "b.test" : "a.test", DNS_RCODE_NOERROR, 1);
+    }
+    assert_int_equal(count(ctl1, "b.test", ""), 1); /* still asked first */
+    struct fwd_stats st;
+    fwd_stats(e.f, &st);
+    assert_int_equal(st.hc_sent[0], 0);
+    assert_int_equal(st.up_down[0], 0);
+    assert_int_equal(ns_probes(ctl1), 0);
+    env_free(&e);
+}
+
+/* ---- max_concurrent, except ---- */
+
+static void test_max_concurrent(void **state)
+{
+    reset_servers();
+    ctl(ctl1, "mode a.test slow 1500");
+    struct env e;
+    env_new(&e,
+            corefile("forward . 127.0.0.1:%u {\n max_concurrent 1\n except skip.test\n}\n", port1),
+            3, 5);
+    struct cquery ca, cb;
+    make_query(&ca, "a.test", true, false, false);
+    make_query(&cb, "b.test", true, false, false);
+    struct res ra, rb;
+    ask(&e, &ca, false, &ra);
+    ask(&e, &cb, false, &rb); /* refused at once: the callback already ran */
+    assert_int_equal(rb.calls, 1);
+    assert_int_equal(rb.st, FWD_REFUSED);
+    run(&e, 5);
+    assert_int_equal(ra.calls, 1);
+    assert_reply(&ra, "a.test", DNS_RCODE_NOERROR, 1);
+    assert_int_equal(count(ctl1, "b.test", ""), 0);
+    struct fwd_stats st;
+    fwd_stats(e.f, &st);
+    assert_int_equal(st.refused, 1);
+    assert_int_equal(st.failures, 0);
+    /* the slot is free again */
+    query1(&e, "b.test", false, &rb);
+    assert_reply(&rb, "b.test", DNS_RCODE_NOERROR, 1);
+
+    /* except: not handled (the server does not call fwd_query for it) */
+    struct cquery cs;
+    make_query(&cs, "a.SKIP.test", true, false, false);
+    assert_false(fwd_handles(e.f, &cs.q));
+    assert_true(fwd_handles(e.f, &ca.q));
+    env_free(&e);
+}
+
+/* ---- pooled TCP connections (expire) ---- */
+
+static void test_tcp_pool_and_expire(void **state)
+{
+    reset_servers();
+    struct env e;
+    env_new(&e, corefile("forward . 127.0.0.1:%u {\n force_tcp\n expire 1s\n}\n", port1), 1, 3);
+    struct res r;
+    query1(&e, "a.test", false, &r);
+    assert_reply(&r, "a.test", DNS_RCODE_NOERROR, 1);
+    query1(&e, "b.test", false, &r);
+    assert_reply(&r, "b.test", DNS_RCODE_NOERROR, 1);
+    char from_a[64];
+    snprintf(from_a, sizeof from_a, "%s", last_field(ctl1, "a.test", "from"));
+    assert_string_equal(last_field(ctl1, "b.test", "from"), from_a); /* one connection */
+    assert_int_equal(count(ctl1, "b.test", "tcp"), 1);
+    struct fwd_stats st;
+    fwd_stats(e.f, &st);
+    assert_int_equal(st.tcp_connects, 1);
+    assert_int_equal(st.tcp_reused, 1);
+    assert_int_equal(st.tcp_expired, 0);
+
+    /* unused for `expire`: closed; the next query connects anew */
+    ev_timer idle;
+    ev_timer_init(&idle, on_tick, 1.6, 0.);
+    ev_timer_start(e.loop, &idle);
+    double end = mono() + 1.6;
+    while (mono() < end) ev_run(e.loop, EVRUN_ONCE);
+    fwd_stats(e.f, &st);
+    assert_int_equal(st.tcp_expired, 1);
+    query1(&e, "c.test", false, &r);
+    assert_reply(&r, "c.test", DNS_RCODE_NOERROR, 1);
+    assert_string_not_equal(last_field(ctl1, "c.test", "from"), from_a);
+    fwd_stats(e.f, &st);
+    assert_int_equal(st.tcp_connects, 2);
+    env_free(&e);
+
+    /* expire 0: no pooling */
+    reset_servers();
+    env_new(&e, corefile("forward . 127.0.0.1:%u {\n force_tcp\n expire 0\n}\n", port1), 1, 3);
+    query1(&e, "a.test", false, &r);
+    query1(&e, "b.test", false, &r);
+    assert_reply(&r, "b.test", DNS_RCODE_NOERROR, 1);
+    fwd_stats(e.f, &st);
+    assert_int_equal(st.tcp_connects, 2);
+    assert_int_equal(st.tcp_reused, 0);
+    env_free(&e);
+}
+
 int main(void)
 {
     const char *p1 = getenv("FW_PORT1"), *p2 = getenv("FW_PORT2");
@@ -833,6 +1078,11 @@ int main(void)
         cmocka_unit_test(test_coalescing),
         cmocka_unit_test(test_query_from_callback),
         cmocka_unit_test(test_free_with_pending),
+        cmocka_unit_test(test_health_down_and_back),
+        cmocka_unit_test(test_all_down_still_tries),
+        cmocka_unit_test(test_max_fails_zero),
+        cmocka_unit_test(test_max_concurrent),
+        cmocka_unit_test(test_tcp_pool_and_expire),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,7 +1,9 @@
 /* tests/unit/test_server_forward.c — the `forward` directive (fwd_opts_parse): FROM, the TO
  * forms (IP, IP:port, dns://, [v6]:port, bare IPv6, resolv.conf files), policies,
- * force_tcp / prefer_udp, options not supported yet, limits and errors with their lines;
- * and fwd_new / fwd_query argument checks. The network side is tests/integration/forward.sh. */
+ * force_tcp / prefer_udp, max_fails, health_check, expire, max_concurrent, except (and
+ * fwd_handles, REFUSED beyond max_concurrent), options not supported yet, limits and errors with
+ * their lines; and fwd_new / fwd_query argument checks. The network side is
+ * tests/integration/forward.sh. */
 #include <arpa/inet.h>
 #include <ev.h>
 #include <netinet/in.h>
@@ -108,6 +110,13 @@ static void test_defaults(void **state)
     assert_false(o.prefer_udp);
     assert_true(o.try_timeout == 2.0);
     assert_true(o.total_timeout == 5.0);
+    assert_int_equal(o.max_fails, 2);
+    assert_true(o.health_check == 0.5);
+    assert_false(o.hc_no_rec);
+    assert_string_equal(o.hc_domain, ".");
+    assert_true(o.expire == 10.0);
+    assert_int_equal(o.max_concurrent, 0);
+    assert_int_equal(o.nexcept, 0);
 }
 
 static void test_ip(void **state)
@@ -280,9 +289,8 @@ static void test_force_tcp_prefer_udp(void **state)
 static void test_not_supported_yet(void **state)
 {
     static const char *const opts[] = {
-        "except example.org",         "expire 10s",          "max_fails 3",
-        "health_check 0.5s",          "max_concurrent 1000", "tls cert key ca",
-        "tls_servername dns.example", "next NXDOMAIN",       "failfast_all_unhealthy_upstreams",
+        "tls cert key ca",   "tls_servername dns.example",
+        "next NXDOMAIN",     "failfast_all_unhealthy_upstreams",
         "failover SERVFAIL",
     };
     for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++) {
@@ -293,6 +301,244 @@ static void test_not_supported_yet(void **state)
         assert_rejects(text, 3, why);
     }
     assert_rejects("forward . tls://9.9.9.9\n", 1, "tls:// upstreams are not supported yet");
+}
+
+/* ---- max_fails, health_check, expire, max_concurrent, except ---- */
+
+static void test_max_fails_max_concurrent(void **state)
+{
+    struct parsed p;
+    assert_ok(&p, "forward . 1.1.1.1 {\n max_fails 5\n max_concurrent 1000\n}\n");
+    assert_int_equal(p.o.max_fails, 5);
+    assert_int_equal(p.o.max_concurrent, 1000);
+    done(&p);
+    assert_ok(&p, "forward . 1.1.1.1 {\n max_fails 0\n max_concurrent 0\n}\n");
+    assert_int_equal(p.o.max_fails, 0);
+    assert_int_equal(p.o.max_concurrent, 0);
+    done(&p);
+    assert_ok(&p, "forward . 1.1.1.1 {\n max_fails 4294967295\n}\n");
+    assert_int_equal(p.o.max_fails, 4294967295u);
+    done(&p);
+    assert_rejects("forward . 1.1.1.1 {\n max_fails\n}\n", 2, "max_fails takes one number");
+    assert_rejects("forward . 1.1.1.1 {\n max_fails 1 2\n}\n", 2, "max_fails takes one number");
+    assert_rejects("forward . 1.1.1.1 {\n max_fails -1\n}\n", 2, "max_fails: bad number \"-1\"");
+    assert_rejects("forward . 1.1.1.1 {\n\n max_fails x\n}\n", 3, "bad number \"x\"");
+    assert_rejects("forward . 1.1.1.1 {\n max_fails 4294967296\n}\n", 2, "bad number");
+    assert_rejects("forward . 1.1.1.1 {\n max_concurrent 1.5\n}\n", 2,
+                   "max_concurrent: bad number \"1.5\"");
+    assert_rejects("forward . 1.1.1.1 {\n max_concurrent -3\n}\n", 2, "bad number \"-3\"");
+    assert_rejects("forward . 1.1.1.1 {\n max_concurrent\n}\n", 2,
+                   "max_concurrent takes one number");
+}
+
+static void test_durations(void **state)
+{
+    static const struct {
+        const char *text;
+        double secs;
+    } ok[] = {{"0", 0},        {"500ms", 0.5}, {"1.5s", 1.5},      {"2s", 2},
+              {"1m30s", 90},   {"1h", 3600},   {"250000us", 0.25}, {"0s", 0},
+              {"100ns", 1e-7}, {".5s", 0.5},   {"1h1m1s", 3661}};
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        char text[160];
+        snprintf(text, sizeof text, "forward . 1.1.1.1 {\n expire %s\n health_check %s\n}\n",
+                 ok[i].text, ok[i].text);
+        struct parsed p;
+        assert_ok(&p, text);
+        if (!(p.o.expire > ok[i].secs - 1e-9 && p.o.expire < ok[i].secs + 1e-9))
+            fail_msg("%s: expire %g", ok[i].text, p.o.expire);
+        if (!(p.o.health_check > ok[i].secs - 1e-9 && p.o.health_check < ok[i].secs + 1e-9))
+            fail_msg("%s: health_check %g", ok[i].text, p.o.health_check);
+        done(&p);
+    }
+    static const char *const bad[] = {"5",   "1.5", "s",  "5x",  "1e3s", "0x10s",
+                                      "inf", "5 s", "ms", "1s2", "nan"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char text[160];
+        snprintf(text, sizeof text, "forward . 1.1.1.1 {\n expire \"%s\"\n}\n", bad[i]);
+        assert_rejects(text, 2, "expire: bad duration");
+        snprintf(text, sizeof text, "forward . 1.1.1.1 {\n\n health_check \"%s\"\n}\n", bad[i]);
+        assert_rejects(text, 3, "health_check: bad duration");
+    }
+    assert_rejects("forward . 1.1.1.1 {\n expire -1s\n}\n", 2, "expire can't be negative");
+    assert_rejects("forward . 1.1.1.1 {\n health_check -1s\n}\n", 2,
+                   "health_check can't be negative");
+    assert_rejects("forward . 1.1.1.1 {\n expire\n}\n", 2, "expire takes one duration");
+    assert_rejects("forward . 1.1.1.1 {\n expire 1s 2s\n}\n", 2, "expire takes one duration");
+    assert_rejects("forward . 1.1.1.1 {\n health_check\n}\n", 2,
+                   "health_check takes DURATION [no_rec] [domain NAME]");
+}
+
+static void test_health_check_options(void **state)
+{
+    struct parsed p;
+    assert_ok(&p, "forward . 1.1.1.1 {\n health_check 1s no_rec domain Example.ORG\n}\n");
+    assert_true(p.o.health_check == 1.0);
+    assert_true(p.o.hc_no_rec);
+    assert_string_equal(p.o.hc_domain, "example.org.");
+    done(&p);
+    assert_ok(&p, "forward . 1.1.1.1 {\n health_check 2s domain a.b. no_rec\n}\n");
+    assert_true(p.o.hc_no_rec);
+    assert_string_equal(p.o.hc_domain, "a.b.");
+    done(&p);
+    /* a later health_check line starts over: RD and "." again */
+    assert_ok(&p, "forward . 1.1.1.1 {\n health_check 2s no_rec domain a.b\n health_check 3s\n}\n");
+    assert_true(p.o.health_check == 3.0);
+    assert_false(p.o.hc_no_rec);
+    assert_string_equal(p.o.hc_domain, ".");
+    done(&p);
+    assert_rejects("forward . 1.1.1.1 {\n health_check 1s domain\n}\n", 2,
+                   "health_check: domain needs a name");
+    assert_rejects("forward . 1.1.1.1 {\n health_check 1s domain a..b\n}\n", 2,
+                   "health_check: bad domain \"a..b\"");
+    assert_rejects("forward . 1.1.1.1 {\n health_check 1s recursion\n}\n", 2,
+                   "health_check: unknown option \"recursion\"");
+}
+
+static void test_except(void **state)
+{
+    struct parsed p;
+    assert_ok(&p, "forward . 1.1.1.1 {\n except Example.org b.test.\n except dns://c.test\n}\n");
+    assert_int_equal(p.o.nexcept, 3);
+    assert_string_equal(p.o.except[0], "example.org.");
+    assert_string_equal(p.o.except[1], "b.test.");
+    assert_string_equal(p.o.except[2], "c.test.");
+    done(&p);
+    assert_rejects("forward . 1.1.1.1 {\n except\n}\n", 2, "except takes at least one zone");
+    assert_rejects("forward . 1.1.1.1 {\n except a.test\n except b..test\n}\n", 3,
+                   "except: bad zone \"b..test\"");
+    assert_rejects("forward . 1.1.1.1 {\n except a/b\n}\n", 2, "except: bad zone");
+    char text[2048];
+    size_t n = (size_t)snprintf(text, sizeof text, "forward . 1.1.1.1 {\n except");
+    for (int i = 0; i <= FWD_EXCEPT_MAX; i++)
+        n += (size_t)snprintf(text + n, sizeof text - n, " z%d.test", i);
+    snprintf(text + n, sizeof text - n, "\n}\n");
+    assert_rejects(text, 2, "more than 32 except zones");
+}
+
+/* A question for `name` (dotted, any case). */
+static void question(struct dns_question *q, const char *name)
+{
+    memset(q, 0, sizeof *q);
+    size_t o = 0;
+    const char *s = name;
+    while (*s) {
+        size_t l = strcspn(s, ".");
+        q->name[o] = (uint8_t)l;
+        memcpy(q->name + o + 1, s, l);
+        o += 1 + l;
+        s += l;
+        if (*s == '.') s++;
+    }
+    q->name[o++] = 0;
+    q->name_len = (uint16_t)o;
+    for (size_t i = 0; i < o; i++)
+        q->name_lc[i] =
+            (uint8_t)((q->name[i] >= 'A' && q->name[i] <= 'Z') ? q->name[i] + 32 : q->name[i]);
+    q->qtype = DNS_T_A;
+    q->qclass = DNS_C_IN;
+}
+
+static void test_handles(void **state)
+{
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    struct parsed p;
+    assert_ok(&p, "forward example.org 1.1.1.1 {\n except skip.example.org other.net\n}\n");
+    char why[128];
+    struct fwd *f = fwd_new(loop, &p.o, why, sizeof why);
+    assert_non_null(f);
+    struct dns_question q;
+    question(&q, "www.Example.ORG");
+    assert_true(fwd_handles(f, &q));
+    question(&q, "example.org");
+    assert_true(fwd_handles(f, &q));
+    question(&q, "skip.example.org");
+    assert_false(fwd_handles(f, &q));
+    question(&q, "a.SKIP.example.org");
+    assert_false(fwd_handles(f, &q));
+    question(&q, "noskip.example.org");
+    assert_true(fwd_handles(f, &q));
+    question(&q, "other.net"); /* not under FROM */
+    assert_false(fwd_handles(f, &q));
+    question(&q, "xexample.org");
+    assert_false(fwd_handles(f, &q));
+    question(&q, "org");
+    assert_false(fwd_handles(f, &q));
+    fwd_free(f);
+    done(&p);
+
+    /* FROM excepted: only FROM itself is still taken (CoreDNS's isAllowedDomain) */
+    assert_ok(&p, "forward example.org 1.1.1.1 {\n except example.org\n}\n");
+    f = fwd_new(loop, &p.o, why, sizeof why);
+    question(&q, "Example.org");
+    assert_true(fwd_handles(f, &q));
+    question(&q, "www.example.org");
+    assert_false(fwd_handles(f, &q));
+    fwd_free(f);
+    done(&p);
+
+    /* `.` takes everything but the excepted zones */
+    assert_ok(&p, "forward . 1.1.1.1 {\n except lan\n}\n");
+    f = fwd_new(loop, &p.o, why, sizeof why);
+    question(&q, "a.lan");
+    assert_false(fwd_handles(f, &q));
+    question(&q, "LAN");
+    assert_false(fwd_handles(f, &q));
+    question(&q, "a.lanx");
+    assert_true(fwd_handles(f, &q));
+    question(&q, "");
+    assert_true(fwd_handles(f, &q));
+    assert_false(fwd_handles(NULL, &q));
+    fwd_free(f);
+    done(&p);
+    ev_loop_destroy(loop);
+}
+
+static void on_refused(void *priv, enum fwd_status st, const uint8_t *resp, size_t len)
+{
+    int *calls = priv;
+    (*calls)++;
+    assert_int_equal(st, FWD_REFUSED);
+    assert_null(resp);
+    assert_int_equal(len, 0);
+}
+
+static void on_never(void *priv, enum fwd_status st, const uint8_t *resp, size_t len)
+{
+    int *calls = priv;
+    (*calls)++;
+}
+
+/* max_concurrent 2 against a black hole (no loop run): the third query is refused at once;
+ * a coalesced one counts too. */
+static void test_max_concurrent_refused(void **state)
+{
+    struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
+    struct parsed p;
+    assert_ok(&p, "forward . 192.0.2.1 {\n max_concurrent 2\n}\n");
+    char why[128];
+    struct fwd *f = fwd_new(loop, &p.o, why, sizeof why);
+    assert_non_null(f);
+    struct dns_question q1, q2;
+    question(&q1, "a.test");
+    question(&q2, "b.test");
+    int c1 = 0, c2 = 0, c3 = 0, c4 = 0;
+    assert_int_equal(fwd_query(f, &q1, 1, false, on_never, &c1), 0);
+    assert_int_equal(fwd_query(f, &q1, 1, false, on_never, &c2), 0); /* coalesced: counts */
+    assert_int_equal(fwd_query(f, &q2, 2, false, on_refused, &c3), 0);
+    assert_int_equal(c3, 1);
+    assert_int_equal(fwd_query(f, &q1, 1, false, on_refused, &c4), 0);
+    assert_int_equal(c4, 1);
+    struct fwd_stats st;
+    fwd_stats(f, &st);
+    assert_int_equal(st.refused, 2);
+    assert_int_equal(st.coalesced, 1);
+    assert_int_equal(c1 + c2, 0);
+    fwd_free(f);
+    assert_int_equal(c1, 1);
+    assert_int_equal(c2, 1);
+    done(&p);
+    ev_loop_destroy(loop);
 }
 
 static void test_errors(void **state)
@@ -435,6 +681,12 @@ int main(void)
         cmocka_unit_test(test_policies),
         cmocka_unit_test(test_force_tcp_prefer_udp),
         cmocka_unit_test(test_not_supported_yet),
+        cmocka_unit_test(test_max_fails_max_concurrent),
+        cmocka_unit_test(test_durations),
+        cmocka_unit_test(test_health_check_options),
+        cmocka_unit_test(test_except),
+        cmocka_unit_test(test_handles),
+        cmocka_unit_test(test_max_concurrent_refused),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_upstream_limit),
         cmocka_unit_test(test_cursor_after),
