@@ -1,5 +1,7 @@
-/* src/server/forward.c — the `forward` plugin: the directive (`forward FROM TO... { ... }`)
- * and the upstream client of one worker.
+/* src/server/forward.c — the `forward` plugin's upstream client of one worker: requests,
+ * tries, coalescing. The directive is parsed in forward_config.c, health (max_fails,
+ * health_check) lives in forward_health.c, TCP tries and pooling in forward_tcp.c; what
+ * they share is in forward_internal.h.
  *
  * One in-flight request per distinct question (key + name ignoring case + type + class +
  * DO + CD): later identical queries join it as waiters (coalescing). A request walks the
@@ -25,553 +27,23 @@
  * come from getrandom() in batches. Requests and waiters are recycled through small free
  * lists; UDP replies are read into one buffer per instance.
  */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <ev.h>
-#include <net/if.h>
-#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/random.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
-#include "server/server.h"
-#include "topology/topology.h"
+#include "server/forward_internal.h"
 
-#define FWD_DEFAULT_PORT  53
-#define FWD_RESOLV_MAX    (64u * 1024) /* a resolv.conf bigger than this is an error */
-#define FWD_BUCKETS       1024         /* in-flight table (power of two) */
-#define FWD_QUERY_MAX     (DNS_HEADER_LEN + DNS_NAME_MAX + 4 + 11)
 #define FWD_FREE_REQS_MAX 64
 #define FWD_FREE_WAIT_MAX 256
 #define FWD_UDP_BURST     32 /* datagrams read per wakeup, bounding a flood */
 #define FWD_OUR_UDP       1232
 #define FWD_RCODES        24
-#define FWD_POOL_MAX      8   /* idle TCP connections kept per upstream */
-#define FWD_HC_TIMEOUT    1.0 /* a health probe without a reply by then failed (CoreDNS: 1s) */
-
-/* ====================================================================================== */
-/* the directive                                                                           */
-/* ====================================================================================== */
-
-void fwd_opts_init(struct fwd_opts *o)
-{
-    memset(o, 0, sizeof *o);
-    o->policy = FWD_POLICY_RANDOM;
-    o->try_timeout = 2.0;
-    o->total_timeout = 5.0;
-    snprintf(o->from, sizeof o->from, ".");
-    o->max_fails = 2;
-    o->health_check = 0.5;
-    snprintf(o->hc_domain, sizeof o->hc_domain, ".");
-    o->expire = 10.0;
-}
-
-/* A duration as Go's time.ParseDuration writes it ("500ms", "1.5s", "1m30s", "2h"; units
- * ns us µs ms s m h), or a bare "0". Negative values are refused here. Returns false when
- * it is not one. */
-static bool parse_duration(const char *s, double *out)
-{
-    if (strcmp(s, "0") == 0) {
-        *out = 0;
-        return true;
-    }
-    if (*s == '+') s++;
-    if (!*s) return false;
-    double total = 0;
-    while (*s) {
-        if (!((*s >= '0' && *s <= '9') || *s == '.')) return false;
-        char *end;
-        double v = strtod(s, &end);
-        if (end == s || v < 0) return false;
-        /* strtod takes exponents, hex and inf: only digits and one dot are Go's */
-        for (const char *k = s; k < end; k++)
-            if (!((*k >= '0' && *k <= '9') || *k == '.')) return false;
-        s = end;
-        static const struct {
-            const char *u;
-            double mul;
-        } units[] = {{"ns", 1e-9}, {"us", 1e-6}, {"\xc2\xb5s", 1e-6}, {"ms", 1e-3},
-                     {"s", 1},     {"m", 60},    {"h", 3600}};
-        size_t best = 0, bestlen = 0;
-        for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
-            size_t n = strlen(units[i].u);
-            if (n > bestlen && strncmp(s, units[i].u, n) == 0) {
-                best = i;
-                bestlen = n;
-            }
-        }
-        if (!bestlen) return false; /* "missing unit" */
-        total += v * units[best].mul;
-        s += bestlen;
-    }
-    if (total > 1e9) return false;
-    *out = total;
-    return true;
-}
-
-/* FROM: a domain name ("." for all), optionally dns://, stored lowercase with a trailing
- * dot. Labels of letters, digits, '-', '_' (CIDR reverse zones are not supported). */
-static const char *parse_from(const char *s, char out[256])
-{
-    if (strncasecmp(s, "dns://", 6) == 0) s += 6;
-    if (!*s) return "empty FROM";
-    if (strcmp(s, ".") == 0) {
-        snprintf(out, 256, ".");
-        return NULL;
-    }
-    size_t o = 0, label = 0;
-    for (size_t i = 0; s[i]; i++) {
-        char ch = s[i];
-        if (ch == '.') {
-            if (label == 0) return "empty label in FROM";
-            label = 0;
-        } else {
-            if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-                  (ch >= '0' && ch <= '9') || ch == '-' || ch == '_'))
-                return "FROM is not a domain name";
-            if (++label > DNS_LABEL_MAX) return "label over 63 bytes in FROM";
-            if (ch >= 'A' && ch <= 'Z') ch = (char)(ch - 'A' + 'a');
-        }
-        if (o >= 253) return "FROM too long";
-        out[o++] = ch;
-    }
-    if (out[o - 1] != '.') out[o++] = '.';
-    out[o] = '\0';
-    return NULL;
-}
-
-/* An IPv4 or IPv6 (optionally %zone) literal into a sockaddr; false when it is not one. */
-static bool ip_literal(const char *host, uint16_t port, struct sockaddr_storage *ss, socklen_t *len)
-{
-    char buf[INET6_ADDRSTRLEN + 1 + IF_NAMESIZE + 1];
-    size_t n = strlen(host);
-    if (n == 0 || n >= sizeof buf) return false;
-    memcpy(buf, host, n + 1);
-    memset(ss, 0, sizeof *ss);
-    struct sockaddr_in *in4 = (struct sockaddr_in *)ss;
-    if (!strchr(buf, '%') && inet_pton(AF_INET, buf, &in4->sin_addr) == 1) {
-        in4->sin_family = AF_INET;
-        in4->sin_port = htons(port);
-        *len = sizeof *in4;
-        return true;
-    }
-    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
-    uint32_t scope = 0;
-    char *pct = strchr(buf, '%');
-    if (pct) {
-        *pct = '\0';
-        const char *zone = pct + 1;
-        char *end;
-        unsigned long v = strtoul(zone, &end, 10);
-        if (*zone >= '0' && *zone <= '9' && *end == '\0' && v <= UINT32_MAX)
-            scope = (uint32_t)v;
-        else if ((scope = if_nametoindex(zone)) == 0)
-            return false;
-    }
-    if (inet_pton(AF_INET6, buf, &in6->sin6_addr) != 1) return false;
-    in6->sin6_family = AF_INET6;
-    in6->sin6_port = htons(port);
-    in6->sin6_scope_id = scope;
-    *len = sizeof *in6;
-    return true;
-}
-
-static int add_upstream(struct fwd_opts *o, const char *host, uint16_t port,
-                        const struct sockaddr_storage *ss, socklen_t len)
-{
-    if (o->nup >= FWD_UPSTREAMS_MAX) return -1;
-    struct fwd_upstream *u = &o->up[o->nup++];
-    memset(u, 0, sizeof *u);
-    memcpy(&u->addr, ss, len);
-    u->addrlen = len;
-    /* as net.JoinHostPort writes it, which is how CoreDNS labels `to` */
-    if (strchr(host, ':'))
-        snprintf(u->name, sizeof u->name, "[%.50s]:%u", host, port);
-    else
-        snprintf(u->name, sizeof u->name, "%.50s:%u", host, port);
-    return 0;
-}
-
-#define TOO_MANY "more than %d upstreams"
-
-/* The nameserver lines of a resolv.conf-style file (port 53; the format has no port). */
-static int add_resolv_conf(struct fwd_opts *o, const char *path, const struct cfg_token *t,
-                           struct cfg_error *err)
-{
-    FILE *fp = fopen(path, "r");
-    if (!fp) {
-        cfg_error_at(err, t, "forward: cannot read \"%s\": %s", path, strerror(errno));
-        return -1;
-    }
-    char line[512];
-    size_t total = 0, found = 0;
-    int rc = 0;
-    while (fgets(line, sizeof line, fp)) {
-        total += strlen(line);
-        if (total > FWD_RESOLV_MAX) {
-            cfg_error_at(err, t, "forward: \"%s\" is over %u bytes", path, FWD_RESOLV_MAX);
-            rc = -1;
-            break;
-        }
-        char *p = line;
-        while (*p == ' ' || *p == '\t') p++;
-        if (strncmp(p, "nameserver", 10) != 0 || (p[10] != ' ' && p[10] != '\t')) continue;
-        p += 10;
-        while (*p == ' ' || *p == '\t') p++;
-        size_t n = strcspn(p, " \t\r\n#;");
-        if (n == 0) continue;
-        p[n] = '\0';
-        struct sockaddr_storage ss;
-        socklen_t len;
-        if (!ip_literal(p, FWD_DEFAULT_PORT, &ss, &len)) {
-            cfg_error_at(err, t, "forward: bad nameserver \"%.64s\" in \"%s\"", p, path);
-            rc = -1;
-            break;
-        }
-        if (add_upstream(o, p, FWD_DEFAULT_PORT, &ss, len) != 0) {
-            cfg_error_at(err, t, "forward: " TOO_MANY, FWD_UPSTREAMS_MAX);
-            rc = -1;
-            break;
-        }
-        found++;
-    }
-    fclose(fp);
-    if (rc == 0 && found == 0) {
-        cfg_error_at(err, t, "forward: no nameservers found in \"%s\"", path);
-        rc = -1;
-    }
-    return rc;
-}
-
-/* One TO: dns://IP[:PORT], IP[:PORT], [v6]:port, a bare IPv6 literal, or a file. */
-static int parse_to(struct fwd_opts *o, const struct cfg_token *t, struct cfg_error *err)
-{
-    const char *s = t->text;
-    bool scheme = false;
-    if (strncasecmp(s, "dns://", 6) == 0) {
-        s += 6;
-        scheme = true;
-    } else if (strncasecmp(s, "tls://", 6) == 0) {
-        cfg_error_at(err, t, "forward: tls:// upstreams are not supported yet");
-        return -1;
-    } else if (strstr(s, "://")) {
-        cfg_error_at(err, t, "forward: unsupported protocol in \"%.64s\"", s);
-        return -1;
-    }
-    char host[TOPO_HOST_MAX], why[160] = "";
-    uint16_t port = FWD_DEFAULT_PORT;
-    struct sockaddr_storage ss;
-    socklen_t len;
-    if (topo_parse_hostport(s, FWD_DEFAULT_PORT, host, &port, why, sizeof why) == 0 &&
-        ip_literal(host, port, &ss, &len)) {
-        if (add_upstream(o, host, port, &ss, len) != 0) {
-            cfg_error_at(err, t, "forward: " TOO_MANY, FWD_UPSTREAMS_MAX);
-            return -1;
-        }
-        return 0;
-    }
-    struct stat st;
-    if (!scheme && *s && stat(s, &st) == 0) {
-        if (!S_ISREG(st.st_mode)) {
-            cfg_error_at(err, t, "forward: \"%.64s\" is not a regular file", s);
-            return -1;
-        }
-        return add_resolv_conf(o, s, t, err);
-    }
-    cfg_error_at(err, t, "forward: bad upstream \"%.64s\": not an IP address or a file", s);
-    return -1;
-}
-
-/* The options of CoreDNS's forward that this server does not implement yet: refused,
- * never silently ignored. */
-static const char *const fwd_not_yet[] = {
-    "tls", "tls_servername", "next", "failfast_all_unhealthy_upstreams", "failover", NULL,
-};
-
-static int parse_option(struct fwd_opts *o, const struct cfg_tokens *tl, size_t i, size_t end,
-                        struct cfg_error *err)
-{
-    const struct cfg_token *t = &tl->tok[i];
-    size_t nargs = end - i - 1;
-    for (size_t k = 0; fwd_not_yet[k]; k++) {
-        if (cfg_is(t, fwd_not_yet[k])) {
-            cfg_error_at(err, t, "forward: %s is not supported yet", fwd_not_yet[k]);
-            return -1;
-        }
-    }
-    if (cfg_is(t, "force_tcp") || cfg_is(t, "prefer_udp")) {
-        if (nargs) {
-            cfg_error_at(err, &tl->tok[i + 1], "forward: %s takes no arguments", t->text);
-            return -1;
-        }
-        if (cfg_is(t, "force_tcp"))
-            o->force_tcp = true;
-        else
-            o->prefer_udp = true;
-        return 0;
-    }
-    if (cfg_is(t, "policy")) {
-        if (nargs != 1) {
-            cfg_error_at(err, t, "forward: policy takes one of random, round_robin, sequential");
-            return -1;
-        }
-        const struct cfg_token *a = &tl->tok[i + 1];
-        if (cfg_is(a, "random"))
-            o->policy = FWD_POLICY_RANDOM;
-        else if (cfg_is(a, "round_robin"))
-            o->policy = FWD_POLICY_ROUND_ROBIN;
-        else if (cfg_is(a, "sequential"))
-            o->policy = FWD_POLICY_SEQUENTIAL;
-        else {
-            cfg_error_at(err, a, "forward: unknown policy \"%.64s\"", a->text);
-            return -1;
-        }
-        return 0;
-    }
-    if (cfg_is(t, "max_fails") || cfg_is(t, "max_concurrent")) {
-        if (nargs != 1) {
-            cfg_error_at(err, t, "forward: %s takes one number", t->text);
-            return -1;
-        }
-        const struct cfg_token *a = &tl->tok[i + 1];
-        char *e;
-        errno = 0;
-        unsigned long long v = strtoull(a->text, &e, 10);
-        if (!(a->text[0] >= '0' && a->text[0] <= '9') || *e || errno || v > UINT32_MAX) {
-            cfg_error_at(err, a, "forward: %s: bad number \"%.64s\"", t->text, a->text);
-            return -1;
-        }
-        if (cfg_is(t, "max_fails"))
-            o->max_fails = (unsigned)v;
-        else
-            o->max_concurrent = (unsigned)v;
-        return 0;
-    }
-    if (cfg_is(t, "expire") || cfg_is(t, "health_check")) {
-        bool hc = cfg_is(t, "health_check");
-        if (nargs < 1 || (!hc && nargs != 1)) {
-            cfg_error_at(err, t,
-                         hc ? "forward: health_check takes DURATION [no_rec] [domain NAME]"
-                            : "forward: expire takes one duration");
-            return -1;
-        }
-        const struct cfg_token *a = &tl->tok[i + 1];
-        double d;
-        if (a->text[0] == '-') {
-            cfg_error_at(err, a, "forward: %s can't be negative: \"%.64s\"", t->text, a->text);
-            return -1;
-        }
-        if (!parse_duration(a->text, &d)) {
-            cfg_error_at(err, a, "forward: %s: bad duration \"%.64s\"", t->text, a->text);
-            return -1;
-        }
-        if (!hc) {
-            o->expire = d;
-            return 0;
-        }
-        o->health_check = d;
-        o->hc_no_rec = false;
-        snprintf(o->hc_domain, sizeof o->hc_domain, ".");
-        for (size_t k = i + 2; k < end; k++) {
-            const struct cfg_token *h = &tl->tok[k];
-            if (cfg_is(h, "no_rec")) {
-                o->hc_no_rec = true;
-            } else if (cfg_is(h, "domain")) {
-                if (k + 1 >= end) {
-                    cfg_error_at(err, h, "forward: health_check: domain needs a name");
-                    return -1;
-                }
-                const char *why = parse_from(tl->tok[k + 1].text, o->hc_domain);
-                if (why) {
-                    cfg_error_at(err, &tl->tok[k + 1],
-                                 "forward: health_check: bad domain \"%.64s\"",
-                                 tl->tok[k + 1].text);
-                    return -1;
-                }
-                k++;
-            } else {
-                cfg_error_at(err, h, "forward: health_check: unknown option \"%.64s\"", h->text);
-                return -1;
-            }
-        }
-        return 0;
-    }
-    if (cfg_is(t, "except")) {
-        if (nargs == 0) {
-            cfg_error_at(err, t, "forward: except takes at least one zone");
-            return -1;
-        }
-        for (size_t k = i + 1; k < end; k++) {
-            if (o->nexcept >= FWD_EXCEPT_MAX) {
-                cfg_error_at(err, &tl->tok[k], "forward: more than %d except zones",
-                             FWD_EXCEPT_MAX);
-                return -1;
-            }
-            if (parse_from(tl->tok[k].text, o->except[o->nexcept])) {
-                cfg_error_at(err, &tl->tok[k], "forward: except: bad zone \"%.64s\"",
-                             tl->tok[k].text);
-                return -1;
-            }
-            o->nexcept++;
-        }
-        return 0;
-    }
-    cfg_error_at(err, t, "forward: unknown property \"%.64s\"", t->text);
-    return -1;
-}
-
-int fwd_opts_parse(struct cfg_cursor *c, struct fwd_opts *o, struct cfg_error *err)
-{
-    const struct cfg_tokens *tl = c->t;
-    const struct cfg_token *dir = cfg_cur(c);
-    if (!dir) {
-        cfg_error_at(err, NULL, "forward: missing directive");
-        return -1;
-    }
-    snprintf(o->file, sizeof o->file, "%s", dir->file ? dir->file : "");
-    o->line = dir->line;
-    size_t end = cfg_args_end(c);
-    size_t nargs = end - c->pos - 1;
-    if (nargs < 2) {
-        cfg_error_at(err, dir, "forward: expected FROM and at least one TO");
-        return -1;
-    }
-    const char *why = parse_from(tl->tok[c->pos + 1].text, o->from);
-    if (why) {
-        cfg_error_at(err, &tl->tok[c->pos + 1], "forward: %s: \"%.64s\"", why,
-                     tl->tok[c->pos + 1].text);
-        return -1;
-    }
-    o->nup = 0;
-    for (size_t i = c->pos + 2; i < end; i++)
-        if (parse_to(o, &tl->tok[i], err) != 0) return -1;
-
-    if (end < tl->n && cfg_is_open(&tl->tok[end])) {
-        size_t close = cfg_block_end(tl, end);
-        if (close >= tl->n) {
-            cfg_error_at(err, &tl->tok[end], "forward: block is not closed");
-            return -1;
-        }
-        size_t i = end + 1;
-        while (i < close) {
-            const struct cfg_token *t = &tl->tok[i];
-            if (cfg_is_open(t) || cfg_is_close(t)) {
-                cfg_error_at(err, t, "forward: unexpected \"%s\"", t->text);
-                return -1;
-            }
-            struct cfg_cursor sub = {tl, i};
-            size_t oend = cfg_args_end(&sub);
-            if (oend < close && cfg_is_open(&tl->tok[oend])) {
-                cfg_error_at(err, &tl->tok[oend], "forward: %s takes no block", t->text);
-                return -1;
-            }
-            if (parse_option(o, tl, i, oend, err) != 0) return -1;
-            i = oend;
-        }
-        c->pos = close + 1;
-    } else {
-        c->pos = end;
-    }
-    return 0;
-}
-
-/* ====================================================================================== */
-/* the upstream client                                                                     */
-/* ====================================================================================== */
-
-enum fwd_proto { FWD_UDP, FWD_TCP };
-
-struct fwd_waiter {
-    fwd_fn *fn;
-    void *priv;
-    struct fwd_waiter *next;
-};
-
-struct fwd_host;
-
-struct fwd_req {
-    struct fwd *f;
-    struct fwd_host *probe;      /* a health probe of this upstream (no waiters, not coalesced) */
-    struct fwd_req *hnext;       /* in-flight table chain */
-    struct fwd_req *prev, *next; /* every request in flight (fwd_free) */
-    uint64_t key;
-
-    /* the question, as the first client asked it */
-    uint8_t name[DNS_NAME_MAX];
-    uint16_t name_len, qtype, qclass;
-    bool do_bit, cd;
-
-    struct fwd_waiter first; /* the first waiter needs no allocation */
-    struct fwd_waiter *wtail;
-
-    /* our query, behind 2 bytes of TCP length */
-    uint8_t wire[2 + FWD_QUERY_MAX];
-    uint16_t qlen, id;
-
-    /* the walk over the upstreams */
-    uint8_t order[FWD_UPSTREAMS_MAX];
-    unsigned pos;        /* tries started (order[pos % nup] is next) */
-    unsigned fast_fails; /* tries in a row that failed at once (no timeout) */
-    bool failed_fast;    /* the try timer is armed at 0 after such a failure */
-    bool start_tcp;      /* each upstream is asked over TCP first */
-    bool reused;         /* the current TCP try runs on a pooled connection */
-    bool restart;        /* the try timer restarts the same try on a fresh connection */
-    int up;              /* upstream of the current try, -1 none */
-    enum fwd_proto proto;
-
-    /* the current try */
-    int fd;
-    ev_io io;
-    ev_timer try_t, total_t;
-    enum { FWD_TP_CONNECT, FWD_TP_WRITE, FWD_TP_READ } tphase; /* TCP */
-    size_t toff;     /* TCP: bytes of wire written, then bytes of the reply read */
-    uint8_t thdr[2]; /* TCP: reply length */
-    uint8_t *tbuf;   /* TCP: reply (malloc, freed at the end of the try) */
-    size_t tlen;
-};
-
-/* An upstream's state: health and idle TCP connections. */
-struct fwd_host {
-    struct fwd *f;
-    int idx;
-    uint32_t fails;         /* consecutive failed probes */
-    bool probing;           /* a probe is in flight or hc_t waits for the next */
-    ev_timer hc_t;          /* the wait between probes */
-    int idle[FWD_POOL_MAX]; /* oldest first */
-    double idle_used[FWD_POOL_MAX];
-    size_t nidle;
-};
-
-struct fwd {
-    struct ev_loop *loop;
-    struct fwd_opts o;
-    struct fwd_host host[FWD_UPSTREAMS_MAX];
-    ev_timer expire_t; /* closes idle TCP connections unused for o.expire */
-    size_t inflight;   /* client queries waiting (max_concurrent) */
-    uint8_t from_wire[DNS_NAME_MAX];
-    uint16_t from_len;
-    uint8_t except_wire[FWD_EXCEPT_MAX][DNS_NAME_MAX];
-    uint16_t except_len[FWD_EXCEPT_MAX];
-    struct fwd_req *buckets[FWD_BUCKETS];
-    struct fwd_req *all;
-    struct fwd_req *free_reqs;
-    size_t nfree_reqs;
-    struct fwd_waiter *free_waiters;
-    size_t nfree_waiters;
-    unsigned robin;
-    bool closing; /* in fwd_free: no new queries (a callback might start one) */
-    uint8_t rpool[256];
-    size_t rpos;
-    uint64_t rstate; /* fallback when getrandom fails */
-    struct fwd_stats st;
-    uint8_t rbuf[DNS_MSG_MAX + 1]; /* UDP replies (one over the max: oversize is garbage) */
-};
 
 /* ---- random numbers: getrandom() in batches ---- */
 
@@ -674,127 +146,6 @@ static void try_close(struct fwd_req *r)
     r->tphase = FWD_TP_CONNECT;
 }
 
-/* ---- pooled TCP connections (expire) ---- */
-
-static void expire_arm(struct fwd *f, double after)
-{
-    ev_timer_stop(f->loop, &f->expire_t);
-    ev_timer_set(&f->expire_t, after > 0.001 ? after : 0.001, 0.);
-    ev_timer_start(f->loop, &f->expire_t);
-}
-
-/* Closes the idle connections unused for o.expire; re-arms for the oldest left. */
-static void on_expire(struct ev_loop *loop, ev_timer *w, int revents)
-{
-    struct fwd *f = w->data;
-    double now = ev_now(loop), next = -1;
-    for (size_t i = 0; i < f->o.nup; i++) {
-        struct fwd_host *h = &f->host[i];
-        size_t keep = 0;
-        for (size_t k = 0; k < h->nidle; k++) {
-            if (now - h->idle_used[k] >= f->o.expire - 0.001) {
-                close(h->idle[k]);
-                f->st.tcp_expired++;
-                continue;
-            }
-            double at = h->idle_used[k] + f->o.expire;
-            if (next < 0 || at < next) next = at;
-            h->idle[keep] = h->idle[k];
-            h->idle_used[keep++] = h->idle_used[k];
-        }
-        h->nidle = keep;
-    }
-    if (next >= 0) expire_arm(f, next - now);
-}
-
-/* The newest idle connection to h that is still usable (unexpired, not closed by the
- * upstream, nothing unread), or -1. */
-static int pool_take(struct fwd_host *h)
-{
-    struct fwd *f = h->f;
-    double now = ev_now(f->loop);
-    while (h->nidle > 0) {
-        h->nidle--;
-        int fd = h->idle[h->nidle];
-        if (now - h->idle_used[h->nidle] >= f->o.expire) {
-            close(fd);
-            f->st.tcp_expired++;
-            continue;
-        }
-        uint8_t b;
-        ssize_t n = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return fd;
-        close(fd); /* EOF, an error, or bytes we did not ask for */
-    }
-    return -1;
-}
-
-static void pool_put(struct fwd_host *h, int fd)
-{
-    struct fwd *f = h->f;
-    if (!(f->o.expire > 0) || f->closing) {
-        close(fd);
-        return;
-    }
-    if (h->nidle == FWD_POOL_MAX) { /* the oldest goes */
-        close(h->idle[0]);
-        memmove(h->idle, h->idle + 1, (FWD_POOL_MAX - 1) * sizeof h->idle[0]);
-        memmove(h->idle_used, h->idle_used + 1, (FWD_POOL_MAX - 1) * sizeof h->idle_used[0]);
-        h->nidle--;
-    }
-    h->idle[h->nidle] = fd;
-    h->idle_used[h->nidle++] = ev_now(f->loop);
-    if (!ev_is_active(&f->expire_t)) expire_arm(f, f->o.expire);
-}
-
-static void pool_close(struct fwd_host *h)
-{
-    for (size_t k = 0; k < h->nidle; k++) close(h->idle[k]);
-    h->nidle = 0;
-}
-
-/* ---- health (max_fails, health_check) ---- */
-
-static bool host_down(const struct fwd *f, int i)
-{
-    return f->o.max_fails > 0 && f->host[i].fails > f->o.max_fails;
-}
-
-static void probe_start(struct fwd_host *h);
-
-/* A client try on upstream i failed (timeout, refused, reset): health checking starts
- * unless it runs already, as CoreDNS's proxy.Healthcheck(). */
-static void host_failed(struct fwd *f, int i)
-{
-    struct fwd_host *h = &f->host[i];
-    if (f->o.max_fails == 0 || !(f->o.health_check > 0) || f->closing || h->probing) return;
-    h->probing = true;
-    probe_start(h);
-}
-
-static void probe_done(struct fwd_host *h, bool ok)
-{
-    struct fwd *f = h->f;
-    if (ok) {
-        h->fails = 0;
-        h->probing = false;
-        return;
-    }
-    if (h->fails < UINT32_MAX) h->fails++;
-    f->st.hc_failures[h->idx]++;
-    if (f->closing) {
-        h->probing = false;
-        return;
-    }
-    ev_timer_set(&h->hc_t, f->o.health_check, 0.);
-    ev_timer_start(f->loop, &h->hc_t);
-}
-
-static void on_hc_timer(struct ev_loop *loop, ev_timer *w, int revents)
-{
-    probe_start(w->data);
-}
-
 /* Ends the request: every waiter gets st (and the reply for FWD_OK), in join order. The
  * request leaves the in-flight table first, so a callback may start the same query anew.
  * A clean TCP connection goes back to its upstream's pool. */
@@ -807,7 +158,7 @@ static void req_finish(struct fwd_req *r, enum fwd_status st, const uint8_t *res
     ev_timer_stop(f->loop, &r->total_t);
     if (r->fd >= 0) {
         if (st == FWD_OK && !r->probe && r->proto == FWD_TCP && r->tphase == FWD_TP_READ)
-            pool_put(&f->host[r->up], r->fd);
+            fwd_pool_put(&f->host[r->up], r->fd);
         else
             close(r->fd);
     }
@@ -818,7 +169,7 @@ static void req_finish(struct fwd_req *r, enum fwd_status st, const uint8_t *res
         struct fwd_host *h = r->probe;
         free(tbuf);
         req_put(f, r);
-        probe_done(h, st == FWD_OK);
+        fwd_probe_done(h, st == FWD_OK);
         return;
     }
     if (st == FWD_FAILED) f->st.failures++;
@@ -834,13 +185,11 @@ static void req_finish(struct fwd_req *r, enum fwd_status st, const uint8_t *res
     req_put(f, r);
 }
 
-static void try_next(struct fwd_req *r);
-
 /* A try that failed without waiting (socket error, refused, reset): the next one starts
  * from the loop (never from inside fwd_query or a callback chain), through the try timer.
  * On a pooled connection (the upstream may have closed it meanwhile), the same try starts
  * again on a fresh connection instead. */
-static void try_fail_fast(struct fwd_req *r)
+void fwd_try_fail_fast(struct fwd_req *r)
 {
     bool retry = r->reused;
     try_close(r);
@@ -849,7 +198,7 @@ static void try_fail_fast(struct fwd_req *r)
     } else {
         r->fast_fails++;
         r->failed_fast = true;
-        if (!r->probe) host_failed(r->f, r->up);
+        if (!r->probe) fwd_host_failed(r->f, r->up);
     }
     ev_timer_set(&r->try_t, 0., 0.);
     ev_timer_start(r->f->loop, &r->try_t);
@@ -858,8 +207,8 @@ static void try_fail_fast(struct fwd_req *r)
 /* The RFC 5452 checks: our ID, QR=1, opcode QUERY, exactly our question (name ignoring
  * case, type, class), and a message that parses whole. Sets *rcode (extended with the
  * OPT's upper bits) and *tc. */
-static bool reply_ok(const struct fwd_req *r, const uint8_t *buf, size_t len, unsigned *rcode,
-                     bool *tc)
+bool fwd_reply_ok(const struct fwd_req *r, const uint8_t *buf, size_t len, unsigned *rcode,
+                  bool *tc)
 {
     if (len < DNS_HEADER_LEN || dns_get16(buf) != r->id) return false;
     struct dns_msg m;
@@ -879,7 +228,7 @@ static void try_start(struct fwd_req *r, bool may_reuse);
 
 /* A reply passed the checks: count it; TC over UDP asks the same upstream over TCP. Any
  * reply to a probe is health. */
-static void got_reply(struct fwd_req *r, const uint8_t *buf, size_t len, unsigned rcode, bool tc)
+void fwd_got_reply(struct fwd_req *r, const uint8_t *buf, size_t len, unsigned rcode, bool tc)
 {
     struct fwd *f = r->f;
     if (r->probe) {
@@ -903,89 +252,17 @@ static void udp_readable(struct fwd_req *r)
         ssize_t n = recv(r->fd, f->rbuf, sizeof f->rbuf, 0);
         if (n < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
-            try_fail_fast(r); /* ECONNREFUSED (ICMP port unreachable) and the like */
+            fwd_try_fail_fast(r); /* ECONNREFUSED (ICMP port unreachable) and the like */
             return;
         }
         unsigned rcode = 0;
         bool tc = false;
-        if ((size_t)n > DNS_MSG_MAX || !reply_ok(r, f->rbuf, (size_t)n, &rcode, &tc)) {
+        if ((size_t)n > DNS_MSG_MAX || !fwd_reply_ok(r, f->rbuf, (size_t)n, &rcode, &tc)) {
             f->st.mismatches++;
             continue;
         }
-        got_reply(r, f->rbuf, (size_t)n, rcode, tc);
+        fwd_got_reply(r, f->rbuf, (size_t)n, rcode, tc);
         return;
-    }
-}
-
-static void tcp_io(struct fwd_req *r, int revents)
-{
-    struct fwd *f = r->f;
-    if (r->tphase == FWD_TP_CONNECT) {
-        int soerr = 0;
-        socklen_t sl = sizeof soerr;
-        if (getsockopt(r->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) != 0 || soerr != 0) {
-            try_fail_fast(r);
-            return;
-        }
-        r->tphase = FWD_TP_WRITE;
-    }
-    if (r->tphase == FWD_TP_WRITE) {
-        size_t wlen = 2u + r->qlen;
-        ssize_t n = send(r->fd, r->wire + r->toff, wlen - r->toff, MSG_NOSIGNAL);
-        if (n < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
-            try_fail_fast(r);
-            return;
-        }
-        r->toff += (size_t)n;
-        if (r->toff < wlen) return;
-        r->toff = 0;
-        r->tphase = FWD_TP_READ;
-        ev_io_stop(f->loop, &r->io);
-        ev_io_set(&r->io, r->fd, EV_READ);
-        ev_io_start(f->loop, &r->io);
-        return;
-    }
-    if (!(revents & EV_READ)) return;
-    for (;;) {
-        uint8_t *dst = r->tbuf ? r->tbuf + r->toff : r->thdr + r->toff;
-        size_t want = r->tbuf ? r->tlen - r->toff : 2 - r->toff;
-        ssize_t n = recv(r->fd, dst, want, 0);
-        if (n < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
-            try_fail_fast(r);
-            return;
-        }
-        if (n == 0) { /* closed before a good reply */
-            try_fail_fast(r);
-            return;
-        }
-        r->toff += (size_t)n;
-        if (!r->tbuf) {
-            if (r->toff < 2) continue;
-            r->toff = 0;
-            r->tlen = dns_get16(r->thdr);
-            if (r->tlen == 0) { /* an empty frame is no reply; the stream stays framed */
-                f->st.mismatches++;
-                continue;
-            }
-            if (!(r->tbuf = malloc(r->tlen))) {
-                try_fail_fast(r);
-                return;
-            }
-            continue;
-        }
-        if (r->toff < r->tlen) continue;
-        unsigned rcode = 0;
-        bool tc = false;
-        if (reply_ok(r, r->tbuf, r->tlen, &rcode, &tc)) {
-            got_reply(r, r->tbuf, r->tlen, rcode, tc);
-            return;
-        }
-        f->st.mismatches++; /* dropped; keep reading the connection until the try ends */
-        free(r->tbuf);
-        r->tbuf = NULL;
-        r->tlen = r->toff = 0;
     }
 }
 
@@ -995,7 +272,7 @@ static void on_io(struct ev_loop *loop, ev_io *w, int revents)
     if (r->proto == FWD_UDP) {
         if (revents & EV_READ) udp_readable(r);
     } else {
-        tcp_io(r, revents);
+        fwd_tcp_io(r, revents);
     }
 }
 
@@ -1012,14 +289,14 @@ static void on_try_timer(struct ev_loop *loop, ev_timer *w, int revents)
     if (timeout) r->fast_fails = 0;
     r->failed_fast = false;
     try_close(r);
-    if (timeout && !r->probe && r->up >= 0) host_failed(r->f, r->up);
-    try_next(r);
+    if (timeout && !r->probe && r->up >= 0) fwd_host_failed(r->f, r->up);
+    fwd_try_next(r);
 }
 
 static void on_total_timer(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct fwd_req *r = w->data;
-    if (r->fd >= 0 && !r->probe && r->up >= 0) host_failed(r->f, r->up); /* a try cut short */
+    if (r->fd >= 0 && !r->probe && r->up >= 0) fwd_host_failed(r->f, r->up); /* a try cut short */
     req_finish(r, FWD_FAILED, NULL, 0);
 }
 
@@ -1053,12 +330,12 @@ static void try_start(struct fwd_req *r, bool may_reuse)
     if (r->proto == FWD_UDP) {
         r->fd = open_socket(u, SOCK_DGRAM);
         if (r->fd < 0 || send(r->fd, r->wire + 2, r->qlen, 0) != (ssize_t)r->qlen) {
-            try_fail_fast(r);
+            fwd_try_fail_fast(r);
             return;
         }
         ev_io_set(&r->io, r->fd, EV_READ);
     } else {
-        r->fd = may_reuse && !r->probe ? pool_take(&f->host[r->up]) : -1;
+        r->fd = may_reuse && !r->probe ? fwd_pool_take(&f->host[r->up]) : -1;
         if (r->fd >= 0) {
             r->reused = true;
             r->tphase = FWD_TP_WRITE;
@@ -1066,7 +343,7 @@ static void try_start(struct fwd_req *r, bool may_reuse)
         } else {
             r->fd = open_socket(u, SOCK_STREAM);
             if (r->fd < 0) {
-                try_fail_fast(r);
+                fwd_try_fail_fast(r);
                 return;
             }
             f->st.tcp_connects++;
@@ -1082,7 +359,7 @@ static void try_start(struct fwd_req *r, bool may_reuse)
  * ones marked down; when every upstream is down, one at random (CoreDNS: "assume health
  * checking is broken"). A whole round of tries that failed at once ends the request:
  * nothing is listening anywhere. A probe makes one try only. */
-static void try_next(struct fwd_req *r)
+void fwd_try_next(struct fwd_req *r)
 {
     struct fwd *f = r->f;
     if (r->probe) {
@@ -1103,7 +380,7 @@ static void try_next(struct fwd_req *r)
     for (size_t k = 0; k < f->o.nup && up < 0; k++) {
         int c = r->order[r->pos % f->o.nup];
         r->pos++;
-        if (!host_down(f, c)) up = c;
+        if (!fwd_host_down(f, c)) up = c;
     }
     if (up < 0) {
         up = (int)(fwd_rand(f) % f->o.nup);
@@ -1169,7 +446,7 @@ static void make_order(struct fwd *f, struct fwd_req *r)
 }
 
 /* Presentation (lowercase, trailing dot) to wire form; 0 when it does not fit. */
-static uint16_t text_to_wire(const char *t, uint8_t *out)
+uint16_t fwd_text_to_wire(const char *t, uint8_t *out)
 {
     size_t n = 0;
     if (t[0] == '.' && t[1] == '\0') {
@@ -1216,7 +493,7 @@ bool fwd_handles(const struct fwd *f, const struct dns_question *q)
 }
 
 /* Fills a fresh request: the question, no waiters, the timers and watchers. */
-static void req_init(struct fwd *f, struct fwd_req *r, const struct dns_question *q, uint64_t key)
+void fwd_req_init(struct fwd *f, struct fwd_req *r, const struct dns_question *q, uint64_t key)
 {
     r->f = f;
     r->probe = NULL;
@@ -1256,7 +533,7 @@ static void req_init(struct fwd *f, struct fwd_req *r, const struct dns_question
     f->all = r;
 }
 
-static struct fwd_req *req_get(struct fwd *f)
+struct fwd_req *fwd_req_get(struct fwd *f)
 {
     struct fwd_req *r = f->free_reqs;
     if (r) {
@@ -1265,30 +542,6 @@ static struct fwd_req *req_get(struct fwd *f)
         return r;
     }
     return malloc(sizeof *r);
-}
-
-/* One health probe of h: the health_check domain, type NS, RD unless no_rec, over TCP
- * with force_tcp; one try of FWD_HC_TIMEOUT. */
-static void probe_start(struct fwd_host *h)
-{
-    struct fwd *f = h->f;
-    struct fwd_req *r = f->closing ? NULL : req_get(f);
-    if (!r) {
-        h->probing = false;
-        return;
-    }
-    struct dns_question q;
-    memset(&q, 0, sizeof q);
-    q.name_len = text_to_wire(f->o.hc_domain, q.name);
-    if (q.name_len == 0) q.name_len = 1; /* "." */
-    memcpy(q.name_lc, q.name, q.name_len);
-    q.qtype = DNS_T_NS;
-    q.qclass = DNS_C_IN;
-    q.flags = f->o.hc_no_rec ? 0 : DNS_F_RD;
-    req_init(f, r, &q, 0);
-    r->probe = h;
-    r->start_tcp = f->o.force_tcp;
-    try_next(r);
 }
 
 struct fwd *fwd_new(struct ev_loop *loop, const struct fwd_opts *o, char *err, size_t errlen)
@@ -1317,22 +570,22 @@ struct fwd *fwd_new(struct ev_loop *loop, const struct fwd_opts *o, char *err, s
     }
     f->loop = loop;
     f->o = *o;
-    f->from_len = text_to_wire(o->from, f->from_wire);
+    f->from_len = fwd_text_to_wire(o->from, f->from_wire);
     if (f->from_len == 0) {
         free(f);
         if (err && errlen) snprintf(err, errlen, "forward: bad FROM");
         return NULL;
     }
     for (size_t i = 0; i < o->nexcept; i++)
-        f->except_len[i] = text_to_wire(o->except[i], f->except_wire[i]);
+        f->except_len[i] = fwd_text_to_wire(o->except[i], f->except_wire[i]);
     for (size_t i = 0; i < o->nup; i++) {
         struct fwd_host *h = &f->host[i];
         h->f = f;
         h->idx = (int)i;
-        ev_timer_init(&h->hc_t, on_hc_timer, 1., 0.);
+        ev_timer_init(&h->hc_t, fwd_on_hc_timer, 1., 0.);
         h->hc_t.data = h;
     }
-    ev_timer_init(&f->expire_t, on_expire, 1., 0.);
+    ev_timer_init(&f->expire_t, fwd_on_expire, 1., 0.);
     f->expire_t.data = f;
     f->rpos = sizeof f->rpool; /* filled on first use */
     struct timespec ts;
@@ -1348,7 +601,7 @@ void fwd_free(struct fwd *f)
     for (size_t i = 0; i < f->o.nup; i++) ev_timer_stop(f->loop, &f->host[i].hc_t);
     while (f->all) req_finish(f->all, FWD_FAILED, NULL, 0);
     ev_timer_stop(f->loop, &f->expire_t);
-    for (size_t i = 0; i < f->o.nup; i++) pool_close(&f->host[i]);
+    for (size_t i = 0; i < f->o.nup; i++) fwd_pool_close(&f->host[i]);
     while (f->free_reqs) {
         struct fwd_req *r = f->free_reqs;
         f->free_reqs = r->next;
@@ -1398,13 +651,13 @@ int fwd_query(struct fwd *f, const struct dns_question *q, uint64_t key, bool cl
         return 0;
     }
 
-    struct fwd_req *r = req_get(f);
+    struct fwd_req *r = fwd_req_get(f);
     if (!r) {
         f->st.failures++;
         fn(priv, FWD_FAILED, NULL, 0);
         return 0;
     }
-    req_init(f, r, q, key);
+    fwd_req_init(f, r, q, key);
     r->first.fn = fn;
     r->first.priv = priv;
     make_order(f, r);
@@ -1415,7 +668,7 @@ int fwd_query(struct fwd *f, const struct dns_question *q, uint64_t key, bool cl
     f->inflight++;
 
     ev_timer_start(f->loop, &r->total_t);
-    try_next(r);
+    fwd_try_next(r);
     return 0;
 }
 
@@ -1423,7 +676,7 @@ void fwd_stats(const struct fwd *f, struct fwd_stats *st)
 {
     *st = f->st;
     for (size_t i = 0; i < f->o.nup; i++) {
-        st->up_down[i] = host_down(f, (int)i) ? 1 : 0;
+        st->up_down[i] = fwd_host_down(f, (int)i) ? 1 : 0;
         st->up_fails[i] = f->host[i].fails;
     }
 }

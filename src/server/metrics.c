@@ -4,6 +4,7 @@
  * written once with HELP and TYPE, with the workers' counters summed at scrape.
  */
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -165,6 +166,15 @@ void srv_stats_add(struct srv_stats *dst, const struct srv_stats *src)
         d->fwd.mismatches += s->fwd.mismatches;
         d->fwd.coalesced += s->fwd.coalesced;
         d->fwd.failures += s->fwd.failures;
+        srv_add_u64(d->fwd.up_down, s->fwd.up_down, FWD_UPSTREAMS_MAX);
+        srv_add_u64(d->fwd.up_fails, s->fwd.up_fails, FWD_UPSTREAMS_MAX);
+        srv_add_u64(d->fwd.hc_sent, s->fwd.hc_sent, FWD_UPSTREAMS_MAX);
+        srv_add_u64(d->fwd.hc_failures, s->fwd.hc_failures, FWD_UPSTREAMS_MAX);
+        d->fwd.all_down += s->fwd.all_down;
+        d->fwd.refused += s->fwd.refused;
+        d->fwd.tcp_connects += s->fwd.tcp_connects;
+        d->fwd.tcp_reused += s->fwd.tcp_reused;
+        d->fwd.tcp_expired += s->fwd.tcp_expired;
     }
 }
 
@@ -347,62 +357,93 @@ static void write_cache_families(struct srv_out *o, const struct srv_config *cfg
     }
 }
 
-/* Forward counters are per upstream name (`to`), summed over the blocks that share one. */
+/* The first (block, upstream) with upstream u's name: forward counters are per upstream
+ * name (`to`), summed over the blocks that share one, and written once at the first. */
+static bool fwd_first_of_name(const struct srv_config *cfg, size_t b, size_t u)
+{
+    const char *name = cfg->blocks[b].forward.up[u].name;
+    for (size_t b2 = 0; b2 <= b; b2++) {
+        if (!cfg->blocks[b2].has_forward) continue;
+        const struct fwd_opts *f2 = &cfg->blocks[b2].forward;
+        for (size_t u2 = 0; u2 < f2->nup && (b2 < b || u2 < u); u2++)
+            if (strcmp(f2->up[u2].name, name) == 0) return false;
+    }
+    return true;
+}
+
+/* Sums n counters at offset off of struct fwd_stats for every upstream named `name`. The
+ * offset points at the upstream's first counter; per-upstream arrays step by stride. */
+static void fwd_sum_by_name(const struct srv_config *cfg, const struct srv_stats *s,
+                            const char *name, size_t off, size_t stride, uint64_t *v, size_t n)
+{
+    for (size_t b2 = 0; b2 < cfg->nblocks && b2 < s->nblocks; b2++) {
+        if (!cfg->blocks[b2].has_forward) continue;
+        const struct fwd_opts *f2 = &cfg->blocks[b2].forward;
+        const char *base = (const char *)&s->blocks[b2].fwd + off;
+        for (size_t u2 = 0; u2 < f2->nup; u2++)
+            if (strcmp(f2->up[u2].name, name) == 0)
+                srv_add_u64(v, (const uint64_t *)(const void *)(base + u2 * stride), n);
+    }
+}
+
+/* One counter family with a `to` label: one series per upstream name. */
+static void write_fwd_per_to(struct srv_out *o, const struct srv_config *cfg,
+                             const struct srv_stats *s, const char *family, size_t off)
+{
+    for (size_t b = 0; b < cfg->nblocks; b++) {
+        const struct fwd_opts *fo = &cfg->blocks[b].forward;
+        if (!cfg->blocks[b].has_forward) continue;
+        for (size_t u = 0; u < fo->nup; u++) {
+            if (!fwd_first_of_name(cfg, b, u)) continue;
+            uint64_t v = 0;
+            fwd_sum_by_name(cfg, s, fo->up[u].name, off, sizeof(uint64_t), &v, 1);
+            out_f(o, "%s{to=\"%s\"} %llu\n", family, fo->up[u].name, (unsigned long long)v);
+        }
+    }
+}
+
+/* The forward families as CoreDNS's forward plugin names them (1.8-1.10, before they moved
+ * to coredns_proxy_*). Each worker has its own forward instance: everything is summed. */
 static void write_forward_families(struct srv_out *o, const struct srv_config *cfg,
                                    const struct srv_stats *s)
 {
     out_head(o, "coredns_forward_requests_total", "counter",
              "Counter of requests made per upstream.");
-    for (size_t b = 0; b < cfg->nblocks; b++) {
-        const struct fwd_opts *fo = &cfg->blocks[b].forward;
-        if (!cfg->blocks[b].has_forward) continue;
-        for (size_t u = 0; u < fo->nup; u++) {
-            bool seen = false;
-            uint64_t v = 0;
-            for (size_t b2 = 0; b2 < cfg->nblocks && !seen; b2++) {
-                if (!cfg->blocks[b2].has_forward) continue;
-                const struct fwd_opts *f2 = &cfg->blocks[b2].forward;
-                for (size_t u2 = 0; u2 < f2->nup; u2++) {
-                    if (strcmp(f2->up[u2].name, fo->up[u].name) != 0) continue;
-                    if (b2 < b || (b2 == b && u2 < u)) {
-                        seen = true;
-                        break;
-                    }
-                    v += s->blocks[b2].fwd.requests[u2];
-                }
-            }
-            if (seen) continue;
-            out_f(o, "coredns_forward_requests_total{to=\"%s\"} %llu\n", fo->up[u].name,
-                  (unsigned long long)v);
-        }
-    }
+    write_fwd_per_to(o, cfg, s, "coredns_forward_requests_total",
+                     offsetof(struct fwd_stats, requests));
     out_head(o, "coredns_forward_responses_total", "counter",
              "Counter of responses received per upstream.");
     for (size_t b = 0; b < cfg->nblocks; b++) {
         const struct fwd_opts *fo = &cfg->blocks[b].forward;
         if (!cfg->blocks[b].has_forward) continue;
         for (size_t u = 0; u < fo->nup; u++) {
-            bool seen = false;
+            if (!fwd_first_of_name(cfg, b, u)) continue;
             uint64_t v[24] = {0};
-            for (size_t b2 = 0; b2 < cfg->nblocks && !seen; b2++) {
-                if (!cfg->blocks[b2].has_forward) continue;
-                const struct fwd_opts *f2 = &cfg->blocks[b2].forward;
-                for (size_t u2 = 0; u2 < f2->nup; u2++) {
-                    if (strcmp(f2->up[u2].name, fo->up[u].name) != 0) continue;
-                    if (b2 < b || (b2 == b && u2 < u)) {
-                        seen = true;
-                        break;
-                    }
-                    srv_add_u64(v, s->blocks[b2].fwd.responses[u2], 24);
-                }
-            }
-            if (seen) continue;
+            fwd_sum_by_name(cfg, s, fo->up[u].name, offsetof(struct fwd_stats, responses),
+                            sizeof s->blocks[0].fwd.responses[0], v, 24);
             for (unsigned r = 0; r < 24; r++)
                 if (v[r])
                     out_f(o, "coredns_forward_responses_total{to=\"%s\",rcode=\"%s\"} %llu\n",
                           fo->up[u].name, srv_rcode_name(r), (unsigned long long)v[r]);
         }
     }
+    out_head(o, "coredns_forward_healthcheck_failures_total", "counter",
+             "Counter of the number of failed healthchecks.");
+    write_fwd_per_to(o, cfg, s, "coredns_forward_healthcheck_failures_total",
+                     offsetof(struct fwd_stats, hc_failures));
+    uint64_t broken = 0, rejects = 0;
+    for (size_t b = 0; b < cfg->nblocks && b < s->nblocks; b++) {
+        if (!cfg->blocks[b].has_forward) continue;
+        broken += s->blocks[b].fwd.all_down;
+        rejects += s->blocks[b].fwd.refused;
+    }
+    out_head(o, "coredns_forward_healthcheck_broken_total", "counter",
+             "Counter of the number of complete failures of the healthchecks.");
+    out_f(o, "coredns_forward_healthcheck_broken_total %llu\n", (unsigned long long)broken);
+    out_head(o, "coredns_forward_max_concurrent_rejects_total", "counter",
+             "Counter of the number of queries rejected because the concurrent queries were "
+             "at maximum.");
+    out_f(o, "coredns_forward_max_concurrent_rejects_total %llu\n", (unsigned long long)rejects);
 }
 
 static void write_redis_families(struct srv_out *o, const struct srv_config *cfg,

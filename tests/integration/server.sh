@@ -224,6 +224,12 @@ if [ -z "$dups" ] && grep -q '^coredns_build_info{version="0.1.0"' <<<"$body" &&
     grep -q 'coredns_dns_responses_total{server="dns://127.0.0.1:'"$A"'",zone="test.",view="",rcode="NOERROR",plugin="cache"}' <<<"$body"; then
     ok "metrics: each family once, CoreDNS labels"
 else not_ok "metrics: each family once, CoreDNS labels" "dups: $dups"; fi
+if grep -q '^# TYPE coredns_forward_healthcheck_failures_total counter' <<<"$body" &&
+    grep -q 'coredns_forward_healthcheck_failures_total{to="127.0.0.1:' <<<"$body" &&
+    grep -q '^coredns_forward_healthcheck_broken_total [0-9]' <<<"$body" &&
+    grep -q '^coredns_forward_max_concurrent_rejects_total [0-9]' <<<"$body"; then
+    ok "metrics: forward health families (CoreDNS names)"
+else not_ok "metrics: forward health families" "$(grep coredns_forward_ <<<"$body" | head -20)"; fi
 
 h=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$healthA/health")
 r=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$readyA/ready")
