@@ -177,6 +177,16 @@ enum dns_err dns_name_unpack(const uint8_t *msg, size_t len, size_t off, uint8_t
  * is the first `cap` bytes of it). */
 size_t dns_name_to_text(const uint8_t *wire, size_t wire_len, char *out, size_t cap, bool lower);
 
+/* Wire form of a plain presentation name ("example.org.", "example.org" or "."): labels
+ * split at dots, ASCII folded to lowercase, no escapes (zone names from configuration).
+ * Returns the wire length (root byte included), or 0 when a label is empty or over 63
+ * bytes or the name over 255. */
+size_t dns_name_from_text(const char *text, uint8_t out[DNS_NAME_MAX]);
+
+/* True when the uncompressed wire name is `zone` or below it, comparing bytes (pass both
+ * lowercase) and only at label boundaries. */
+bool dns_name_in_zone(const uint8_t *name, size_t len, const uint8_t *zone, size_t zlen);
+
 /* Case-insensitive (ASCII only) equality of two uncompressed wire names. */
 bool dns_name_equal_nocase(const uint8_t *a, size_t a_len, const uint8_t *b, size_t b_len);
 

@@ -145,3 +145,36 @@ bool dns_name_equal_nocase(const uint8_t *a, size_t a_len, const uint8_t *b, siz
         if (dns_ascii_lower(a[i]) != dns_ascii_lower(b[i])) return false;
     return true;
 }
+
+size_t dns_name_from_text(const char *t, uint8_t out[DNS_NAME_MAX])
+{
+    size_t n = 0;
+    if (t[0] == '.' && t[1] == '\0') {
+        out[0] = 0;
+        return 1;
+    }
+    while (*t) {
+        const char *dot = strchr(t, '.');
+        size_t l = dot ? (size_t)(dot - t) : strlen(t);
+        if (l == 0 || l > DNS_LABEL_MAX || n + 1 + l + 1 > DNS_NAME_MAX) return 0;
+        out[n++] = (uint8_t)l;
+        for (size_t i = 0; i < l; i++) {
+            char c = t[i];
+            out[n++] = (uint8_t)((c >= 'A' && c <= 'Z') ? c + 32 : c);
+        }
+        t += l;
+        if (*t == '.') t++;
+    }
+    out[n++] = 0;
+    return n;
+}
+
+bool dns_name_in_zone(const uint8_t *name, size_t len, const uint8_t *zone, size_t zlen)
+{
+    if (zlen > len) return false;
+    size_t at = len - zlen;
+    if (memcmp(name + at, zone, zlen) != 0) return false;
+    size_t p = 0; /* `at` must fall on a label boundary of name */
+    while (p < at) p += 1u + name[p];
+    return p == at;
+}

@@ -445,49 +445,14 @@ static void make_order(struct fwd *f, struct fwd_req *r)
     }
 }
 
-/* Presentation (lowercase, trailing dot) to wire form; 0 when it does not fit. */
-uint16_t fwd_text_to_wire(const char *t, uint8_t *out)
-{
-    size_t n = 0;
-    if (t[0] == '.' && t[1] == '\0') {
-        out[0] = 0;
-        return 1;
-    }
-    while (*t) {
-        const char *dot = strchr(t, '.');
-        size_t l = dot ? (size_t)(dot - t) : strlen(t);
-        if (l == 0 || l > DNS_LABEL_MAX || n + 1 + l + 1 > DNS_NAME_MAX) return 0;
-        out[n++] = (uint8_t)l;
-        for (size_t i = 0; i < l; i++) {
-            char c = t[i];
-            out[n++] = (uint8_t)((c >= 'A' && c <= 'Z') ? c + 32 : c);
-        }
-        t += l;
-        if (*t == '.') t++;
-    }
-    out[n++] = 0;
-    return (uint16_t)n;
-}
-
-/* True when the lowercase wire name is zone or below it. */
-static bool name_in_zone(const uint8_t *name, size_t nlen, const uint8_t *zone, size_t zlen)
-{
-    if (zlen > nlen) return false;
-    size_t at = nlen - zlen;
-    if (memcmp(name + at, zone, zlen) != 0) return false;
-    size_t p = 0;
-    while (p < at) p += 1u + name[p];
-    return p == at;
-}
-
 bool fwd_handles(const struct fwd *f, const struct dns_question *q)
 {
     if (!f || !q) return false;
-    if (!name_in_zone(q->name_lc, q->name_len, f->from_wire, f->from_len)) return false;
+    if (!dns_name_in_zone(q->name_lc, q->name_len, f->from_wire, f->from_len)) return false;
     if (q->name_len == f->from_len) return true; /* FROM itself, even if excepted */
     for (size_t i = 0; i < f->o.nexcept; i++)
         if (f->except_len[i] &&
-            name_in_zone(q->name_lc, q->name_len, f->except_wire[i], f->except_len[i]))
+            dns_name_in_zone(q->name_lc, q->name_len, f->except_wire[i], f->except_len[i]))
             return false;
     return true;
 }
@@ -570,14 +535,14 @@ struct fwd *fwd_new(struct ev_loop *loop, const struct fwd_opts *o, char *err, s
     }
     f->loop = loop;
     f->o = *o;
-    f->from_len = fwd_text_to_wire(o->from, f->from_wire);
+    f->from_len = (uint16_t)dns_name_from_text(o->from, f->from_wire);
     if (f->from_len == 0) {
         free(f);
         if (err && errlen) snprintf(err, errlen, "forward: bad FROM");
         return NULL;
     }
     for (size_t i = 0; i < o->nexcept; i++)
-        f->except_len[i] = fwd_text_to_wire(o->except[i], f->except_wire[i]);
+        f->except_len[i] = (uint16_t)dns_name_from_text(o->except[i], f->except_wire[i]);
     for (size_t i = 0; i < o->nup; i++) {
         struct fwd_host *h = &f->host[i];
         h->f = f;

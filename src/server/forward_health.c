@@ -61,7 +61,7 @@ static void probe_start(struct fwd_host *h)
     }
     struct dns_question q;
     memset(&q, 0, sizeof q);
-    q.name_len = fwd_text_to_wire(f->o.hc_domain, q.name);
+    q.name_len = (uint16_t)dns_name_from_text(f->o.hc_domain, q.name);
     if (q.name_len == 0) q.name_len = 1; /* "." */
     memcpy(q.name_lc, q.name, q.name_len);
     q.qtype = DNS_T_NS;

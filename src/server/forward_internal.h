@@ -112,7 +112,6 @@ void fwd_try_fail_fast(struct fwd_req *r);
 bool fwd_reply_ok(const struct fwd_req *r, const uint8_t *buf, size_t len, unsigned *rcode,
                   bool *tc);
 void fwd_got_reply(struct fwd_req *r, const uint8_t *buf, size_t len, unsigned rcode, bool tc);
-uint16_t fwd_text_to_wire(const char *t, uint8_t *out);
 
 /* forward_health.c: max_fails and health_check */
 bool fwd_host_down(const struct fwd *f, int i);

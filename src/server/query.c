@@ -19,45 +19,10 @@
 
 /* ---- names ---------------------------------------------------------------------------- */
 
-/* Lowercase presentation name ("example.org.", ".") to wire; 0 on error. */
-uint16_t srv_text_to_wire(const char *t, uint8_t *out)
-{
-    size_t n = 0;
-    if (t[0] == '.' && t[1] == '\0') {
-        out[0] = 0;
-        return 1;
-    }
-    while (*t) {
-        const char *dot = strchr(t, '.');
-        size_t l = dot ? (size_t)(dot - t) : strlen(t);
-        if (l == 0 || l > DNS_LABEL_MAX || n + 1 + l + 1 > DNS_NAME_MAX) return 0;
-        out[n++] = (uint8_t)l;
-        for (size_t i = 0; i < l; i++) {
-            char c = t[i];
-            out[n++] = (uint8_t)((c >= 'A' && c <= 'Z') ? c + 32 : c);
-        }
-        t += l;
-        if (*t == '.') t++;
-    }
-    out[n++] = 0;
-    return (uint16_t)n;
-}
-
-/* True when the lowercase wire name `name` is `zone` or below it. */
-static bool name_in_zone(const uint8_t *name, size_t nlen, const uint8_t *zone, size_t zlen)
-{
-    if (zlen > nlen) return false;
-    size_t at = nlen - zlen;
-    if (memcmp(name + at, zone, zlen) != 0) return false;
-    size_t p = 0;
-    while (p < at) p += 1u + name[p];
-    return p == at;
-}
-
 static bool zone_set_covers(const struct zone_set *zs, const struct dns_question *q)
 {
     for (size_t i = 0; i < zs->n; i++)
-        if (name_in_zone(q->name_lc, q->name_len, zs->zone[i], zs->len[i])) return true;
+        if (dns_name_in_zone(q->name_lc, q->name_len, zs->zone[i], zs->len[i])) return true;
     return false;
 }
 
@@ -68,7 +33,7 @@ static const struct route *route_find(const struct laddr *la, const struct dns_q
     for (size_t i = 0; i < la->nroutes; i++) {
         const struct route *r = &la->routes[i];
         if ((!best || r->zone_len > best->zone_len) &&
-            name_in_zone(q->name_lc, q->name_len, r->zone, r->zone_len))
+            dns_name_in_zone(q->name_lc, q->name_len, r->zone, r->zone_len))
             best = r;
     }
     return best;

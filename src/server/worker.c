@@ -252,7 +252,7 @@ static struct worker *worker_new(struct srv_runtime *rt, unsigned id, char *err,
             size_t nz = o.nzones ? o.nzones : blk->nzones;
             for (size_t z = 0; z < nz && z < 64; z++) {
                 const char *t = o.nzones ? o.zones[z] : blk->zones[z];
-                uint16_t l = srv_text_to_wire(t, wb->l1_zones.zone[wb->l1_zones.n]);
+                uint16_t l = (uint16_t)dns_name_from_text(t, wb->l1_zones.zone[wb->l1_zones.n]);
                 if (l) wb->l1_zones.len[wb->l1_zones.n++] = l;
             }
         }
@@ -415,7 +415,7 @@ static int runtime_addrs(struct srv_runtime *rt, char *err, size_t errlen)
             if (la->drop_block < 0) la->drop_block = (int)b;
             for (size_t z = 0; z < blk->nzones && la->nroutes < ROUTES_MAX; z++) {
                 struct route *r = &la->routes[la->nroutes];
-                r->zone_len = srv_text_to_wire(blk->zones[z], r->zone);
+                r->zone_len = (uint16_t)dns_name_from_text(blk->zones[z], r->zone);
                 if (!r->zone_len) continue;
                 r->block = (uint16_t)b;
                 r->zidx = (uint16_t)z;

@@ -194,8 +194,6 @@ enum qres srv_handle_query(struct worker *w, const struct laddr *la, struct ulis
                            size_t cap, size_t *out_len);
 /* A header-only error reply to `in` (its ID, opcode and RD); the length written. */
 size_t srv_build_header_error(uint8_t *out, const uint8_t *in, unsigned rcode);
-/* Lowercase presentation name ("example.org.", ".") to wire; 0 on error. */
-uint16_t srv_text_to_wire(const char *t, uint8_t *out);
 
 /* ---- udp.c: batched UDP and the async reply queue --------------------------------------- */
 

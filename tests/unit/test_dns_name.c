@@ -280,6 +280,50 @@ static void test_equal_nocase_folds_only_letters(void **state)
     assert_false(dns_name_equal_nocase((const uint8_t *)"\1@", 3, (const uint8_t *)"\1`", 3));
 }
 
+static void test_from_text_lowercases_and_handles_root_and_trailing_dot(void **state)
+{
+    (void)state;
+    uint8_t w[DNS_NAME_MAX];
+    assert_int_equal(dns_name_from_text(".", w), 1);
+    assert_int_equal(w[0], 0);
+    static const uint8_t want[] = "\007example\003org";
+    assert_int_equal(dns_name_from_text("Example.ORG.", w), sizeof want);
+    assert_memory_equal(w, want, sizeof want);
+    assert_int_equal(dns_name_from_text("example.org", w), sizeof want);
+    assert_memory_equal(w, want, sizeof want);
+}
+
+static void test_from_text_rejects_empty_and_long_labels(void **state)
+{
+    (void)state;
+    uint8_t w[DNS_NAME_MAX];
+    char label64[80];
+    memset(label64, 'a', 64);
+    strcpy(label64 + 64, ".org.");
+    assert_int_equal(dns_name_from_text("a..org.", w), 0);
+    assert_int_equal(dns_name_from_text(label64, w), 0);
+    char big[300];
+    for (int i = 0; i < 64; i++) memcpy(big + 4 * i, "abc.", 4);
+    big[256] = '\0'; /* 64 labels of 3: 257 wire bytes */
+    assert_int_equal(dns_name_from_text(big, w), 0);
+}
+
+static void test_in_zone_matches_only_at_label_boundaries(void **state)
+{
+    (void)state;
+    uint8_t zone[DNS_NAME_MAX], name[DNS_NAME_MAX];
+    size_t zl = dns_name_from_text("example.org.", zone);
+    size_t nl = dns_name_from_text("www.example.org.", name);
+    assert_true(dns_name_in_zone(name, nl, zone, zl));
+    assert_true(dns_name_in_zone(zone, zl, zone, zl));
+    nl = dns_name_from_text("badexample.org.", name);
+    assert_false(dns_name_in_zone(name, nl, zone, zl));
+    nl = dns_name_from_text("org.", name);
+    assert_false(dns_name_in_zone(name, nl, zone, zl));
+    uint8_t root[1] = {0};
+    assert_true(dns_name_in_zone(name, nl, root, 1));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -309,6 +353,9 @@ int main(void)
         cmocka_unit_test(test_equal_nocase_ignores_ascii_case),
         cmocka_unit_test(test_equal_nocase_differs_on_length_and_bytes),
         cmocka_unit_test(test_equal_nocase_folds_only_letters),
+        cmocka_unit_test(test_from_text_lowercases_and_handles_root_and_trailing_dot),
+        cmocka_unit_test(test_from_text_rejects_empty_and_long_labels),
+        cmocka_unit_test(test_in_zone_matches_only_at_label_boundaries),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
