@@ -16,7 +16,7 @@ PACKAGES=(
     # test/bench-only: hiredis (differential fuzzing and reader benchmark), Go interop oracle
     libhiredis-dev golang-go golang-github-miekg-dns-dev golang-github-cespare-xxhash-dev
     # test tooling
-    python3 procps iproute2
+    python3 procps iproute2 curl
 )
 
 missing=()
