@@ -183,6 +183,13 @@ size_t dns_name_to_text(const uint8_t *wire, size_t wire_len, char *out, size_t 
  * bytes or the name over 255. */
 size_t dns_name_from_text(const char *text, uint8_t out[DNS_NAME_MAX]);
 
+/* A zone name as configured (`len` bytes of `text`, no escapes: letters, digits, '-', '_')
+ * in lowercase presentation form with a trailing dot into `out` (DNS_ZONE_TEXT_MAX bytes,
+ * NUL-terminated). Returns NULL, or why it is refused ("empty label", "label over 63
+ * bytes", ...), for config error messages. */
+#define DNS_ZONE_TEXT_MAX 256
+const char *dns_zone_normalize(const char *text, size_t len, char out[DNS_ZONE_TEXT_MAX]);
+
 /* True when the uncompressed wire name is `zone` or below it, comparing bytes (pass both
  * lowercase) and only at label boundaries. */
 bool dns_name_in_zone(const uint8_t *name, size_t len, const uint8_t *zone, size_t zlen);

@@ -178,3 +178,30 @@ bool dns_name_in_zone(const uint8_t *name, size_t len, const uint8_t *zone, size
     while (p < at) p += 1u + name[p];
     return p == at;
 }
+
+const char *dns_zone_normalize(const char *text, size_t len, char out[DNS_ZONE_TEXT_MAX])
+{
+    if (len == 0) return "empty zone";
+    if (len == 1 && text[0] == '.') {
+        memcpy(out, ".", 2);
+        return NULL;
+    }
+    size_t o = 0, label = 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = text[i];
+        if (c == '.') {
+            if (label == 0) return "empty label";
+            label = 0;
+        } else {
+            if (c >= 'A' && c <= 'Z') c = (char)(c - 'A' + 'a');
+            if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_'))
+                return "invalid character (zones are plain domain names)";
+            if (++label > DNS_LABEL_MAX) return "label over 63 bytes";
+        }
+        if (o >= DNS_ZONE_TEXT_MAX - 2) return "name over 255 bytes";
+        out[o++] = c;
+    }
+    if (label) out[o++] = '.';
+    out[o] = '\0';
+    return NULL;
+}

@@ -290,45 +290,13 @@ static int add_addrs(struct pstate *p, const struct cfg_token *d, const struct c
     return 0;
 }
 
-/* ---- zones -------------------------------------------------------------------------- */
-
-static const char *zone_norm(const struct cfg_token *z, char out[DNS_NAME_TEXT_MAX / 4])
-{
-    if (z->len == 0) return "empty zone";
-    if (z->len == 1 && z->text[0] == '.') {
-        memcpy(out, ".", 2);
-        return NULL;
-    }
-    size_t o = 0, label = 0;
-    for (size_t i = 0; i < z->len; i++) {
-        char c = z->text[i];
-        if (c == '.') {
-            if (label == 0) return "empty label";
-            label = 0;
-        } else {
-            if (c >= 'A' && c <= 'Z') c = (char)(c - 'A' + 'a');
-            if (!((c >= 'a' && c <= 'z') || is_digit(c) || c == '-' || c == '_'))
-                return "invalid character (zones are plain domain names)";
-            if (++label > 63) return "label over 63 bytes";
-        }
-        if (o >= 254) return "name over 255 bytes";
-        out[o++] = c;
-    }
-    if (label) {
-        if (o >= 254) return "name over 255 bytes";
-        out[o++] = '.';
-    }
-    out[o] = '\0';
-    return NULL;
-}
-
 static int parse_zones(struct pstate *p, const struct cfg_token *d, const struct cfg_token *a,
                        size_t n)
 {
     struct rcp_config *cfg = p->cfg;
     for (size_t i = 0; i < n; i++) {
-        char z[DNS_NAME_TEXT_MAX / 4];
-        const char *why = zone_norm(&a[i], z);
+        char z[DNS_ZONE_TEXT_MAX];
+        const char *why = dns_zone_normalize(a[i].text, a[i].len, z);
         if (why) return fail(p, d, "bad zone \"%s\": %s", SHOW(&a[i]), why);
         bool dup = false;
         for (size_t k = 0; k < cfg->nzones && !dup; k++) dup = strcmp(cfg->zones[k], z) == 0;

@@ -49,7 +49,6 @@
 #define L1_BYTES_PER_ENTRY 2048u
 #define L1_CAP_MAX         16777216u   /* entries per kind: keeps every index in 32 bits */
 #define L1_TTL_MAX         2147483647u /* RFC 2181 §8 */
-#define L1_ZONE_TEXT_MAX   256
 
 /* ---- options -------------------------------------------------------------------------- */
 
@@ -171,43 +170,14 @@ static int l1_kind_line(struct cfg_error *err, const struct cfg_token *d, const 
     return 0;
 }
 
-/* Lowercase presentation with a trailing dot; NULL, or why the zone is refused. */
-static const char *l1_zone_norm(const struct cfg_token *z, char out[L1_ZONE_TEXT_MAX])
-{
-    if (z->len == 0) return "empty zone";
-    if (z->len == 1 && z->text[0] == '.') {
-        memcpy(out, ".", 2);
-        return NULL;
-    }
-    size_t o = 0, label = 0;
-    for (size_t i = 0; i < z->len; i++) {
-        char ch = z->text[i];
-        if (ch == '.') {
-            if (label == 0) return "empty label";
-            label = 0;
-        } else {
-            if (ch >= 'A' && ch <= 'Z') ch = (char)(ch - 'A' + 'a');
-            bool ok =
-                (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-' || ch == '_';
-            if (!ok) return "invalid character (zones are plain domain names)";
-            if (++label > DNS_LABEL_MAX) return "label over 63 bytes";
-        }
-        if (o >= L1_ZONE_TEXT_MAX - 2) return "name over 255 bytes";
-        out[o++] = ch;
-    }
-    if (label) out[o++] = '.';
-    out[o] = '\0';
-    return NULL;
-}
-
 static int l1_zones(struct cfg_error *err, const struct cfg_token *d, const struct cfg_token *a,
                     size_t n, struct l1_opts *o)
 {
     char b[72];
     const size_t max = sizeof o->zones / sizeof o->zones[0];
     for (size_t i = 0; i < n; i++) {
-        char z[L1_ZONE_TEXT_MAX];
-        const char *why = l1_zone_norm(&a[i], z);
+        char z[DNS_ZONE_TEXT_MAX];
+        const char *why = dns_zone_normalize(a[i].text, a[i].len, z);
         if (why) return l1_fail(err, d, "bad zone \"%s\": %s", l1_show(&a[i], b), why);
         bool dup = false;
         for (size_t k = 0; k < o->nzones && !dup; k++) dup = strcmp(o->zones[k], z) == 0;

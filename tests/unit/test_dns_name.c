@@ -324,6 +324,23 @@ static void test_in_zone_matches_only_at_label_boundaries(void **state)
     assert_true(dns_name_in_zone(name, nl, root, 1));
 }
 
+static void test_zone_normalize_lowercases_adds_dot_and_explains_refusals(void **state)
+{
+    (void)state;
+    char z[DNS_ZONE_TEXT_MAX];
+    assert_null(dns_zone_normalize("Example.ORG", 11, z));
+    assert_string_equal(z, "example.org.");
+    assert_null(dns_zone_normalize(".", 1, z));
+    assert_string_equal(z, ".");
+    assert_string_equal(dns_zone_normalize("", 0, z), "empty zone");
+    assert_string_equal(dns_zone_normalize("a..org", 6, z), "empty label");
+    assert_string_equal(dns_zone_normalize("exa mple", 8, z),
+                        "invalid character (zones are plain domain names)");
+    char l64[64];
+    memset(l64, 'a', sizeof l64);
+    assert_string_equal(dns_zone_normalize(l64, sizeof l64, z), "label over 63 bytes");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -356,6 +373,7 @@ int main(void)
         cmocka_unit_test(test_from_text_lowercases_and_handles_root_and_trailing_dot),
         cmocka_unit_test(test_from_text_rejects_empty_and_long_labels),
         cmocka_unit_test(test_in_zone_matches_only_at_label_boundaries),
+        cmocka_unit_test(test_zone_normalize_lowercases_adds_dot_and_explains_refusals),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
