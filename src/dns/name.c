@@ -201,7 +201,10 @@ const char *dns_zone_normalize(const char *text, size_t len, char out[DNS_ZONE_T
         if (o >= DNS_ZONE_TEXT_MAX - 2) return "name over 255 bytes";
         out[o++] = c;
     }
-    if (label) out[o++] = '.';
+    if (label) { /* the text with its dot stays <= 254 bytes: wire <= 255 */
+        if (o >= DNS_ZONE_TEXT_MAX - 2) return "name over 255 bytes";
+        out[o++] = '.';
+    }
     out[o] = '\0';
     return NULL;
 }

@@ -339,6 +339,13 @@ static void test_zone_normalize_lowercases_adds_dot_and_explains_refusals(void *
     char l64[64];
     memset(l64, 'a', sizeof l64);
     assert_string_equal(dns_zone_normalize(l64, sizeof l64, z), "label over 63 bytes");
+    /* 254 bytes of text with the dot is a 255-byte wire name: the longest accepted */
+    char big[260];
+    for (int i = 0; i < 63; i++) memcpy(big + 4 * i, "abc.", 4);
+    memcpy(big + 252, "ab", 2); /* 254 bytes without a trailing dot */
+    assert_string_equal(dns_zone_normalize(big, 254, z), "name over 255 bytes");
+    assert_null(dns_zone_normalize(big, 253, z));
+    assert_int_equal(strlen(z), 254);
 }
 
 int main(void)
