@@ -620,6 +620,46 @@ static void node_opts(struct rcp_cache *c, const struct rcp_config *cfg, const s
     if (n->pool.pipeline_high < PIPELINE_HIGH) n->pool.pipeline_high = PIPELINE_HIGH;
 }
 
+/* Sentinel and Cluster: the node template is built from a placeholder address (the
+ * router replaces host and port per node it discovers). */
+static int new_router_ha(struct rcp_cache *c, const struct rcp_config *cfg)
+{
+    struct topo_hostport addrs[RCP_ADDRS_MAX];
+    const struct rcp_addr *src =
+        cfg->mode == RCP_MODE_SENTINEL ? cfg->sentinels : cfg->cluster_seeds;
+    size_t n = cfg->mode == RCP_MODE_SENTINEL ? cfg->n_sentinels : cfg->n_cluster_seeds;
+    for (size_t i = 0; i < n; i++) {
+        memcpy(addrs[i].host, src[i].host, sizeof addrs[i].host); /* same size, NUL inside */
+        addrs[i].host[sizeof addrs[i].host - 1] = '\0';
+        addrs[i].port = src[i].port;
+    }
+    if (cfg->mode == RCP_MODE_SENTINEL) {
+        struct topo_sentinel_opts so;
+        memset(&so, 0, sizeof so);
+        snprintf(so.master, sizeof so.master, "%s", cfg->sentinel_master);
+        so.sentinels = addrs;
+        so.nsentinels = n;
+        node_opts(c, cfg, &cfg->endpoint, &so.data);
+        so.sentinel_conn = so.data.conn;
+        so.sentinel_conn.username = cfg->sentinel_username_set ? cfg->sentinel_username : NULL;
+        so.sentinel_conn.password = cfg->sentinel_password_set ? cfg->sentinel_password : NULL;
+        so.sentinel_conn.db = 0;
+        c->router = topo_sentinel_new(c->loop, c->resolver, &so);
+    } else {
+        struct topo_cluster_opts co;
+        memset(&co, 0, sizeof co);
+        co.seeds = addrs;
+        co.nseeds = n;
+        co.read_from = cfg->read_from == RCP_READ_RANDOM    ? TOPO_READ_RANDOM
+                       : cfg->read_from == RCP_READ_PRIMARY ? TOPO_READ_PRIMARY
+                                                            : TOPO_READ_LATENCY;
+        node_opts(c, cfg, &cfg->endpoint, &co.data);
+        co.data.conn.db = 0;
+        c->router = topo_cluster_new(c->loop, c->resolver, &co);
+    }
+    return c->router ? 0 : -1;
+}
+
 static int set_zones(struct rcp_cache *c, const struct rcp_config *cfg, const char *const *zones,
                      size_t nzones, char *err, size_t errlen)
 {
@@ -658,15 +698,8 @@ struct rcp_cache *rcp_cache_new(struct ev_loop *loop, const struct rcp_config *c
         snprintf(err, errlen, "redis_cache: no loop or no configuration");
         return NULL;
     }
-    if (cfg->mode == RCP_MODE_SENTINEL) {
-        snprintf(err, errlen, "redis_cache: sentinel mode is not available yet");
-        return NULL;
-    }
-    if (cfg->mode == RCP_MODE_CLUSTER) {
-        snprintf(err, errlen, "redis_cache: cluster mode is not available yet");
-        return NULL;
-    }
-    if (cfg->n_read_endpoints > RCP_ADDRS_MAX) {
+    if (cfg->n_read_endpoints > RCP_ADDRS_MAX || cfg->n_sentinels > RCP_ADDRS_MAX ||
+        cfg->n_cluster_seeds > RCP_ADDRS_MAX) {
         snprintf(err, errlen, "redis_cache: too many read endpoints");
         return NULL;
     }
@@ -719,6 +752,10 @@ struct rcp_cache *rcp_cache_new(struct ev_loop *loop, const struct rcp_config *c
         goto fail;
     }
 
+    if (cfg->mode == RCP_MODE_SENTINEL || cfg->mode == RCP_MODE_CLUSTER) {
+        if (new_router_ha(c, cfg) != 0) goto oom;
+        return c;
+    }
     size_t nn = 1 + cfg->n_read_endpoints;
     nodes = calloc(nn, sizeof *nodes);
     if (!nodes) goto oom;

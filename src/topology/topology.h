@@ -3,8 +3,8 @@
  * Address resolution without blocking the loop (resolve.c, resolv_conf.c), a pool of
  * connections per Redis node with retries and backoff (pool.c, request.c) and a circuit
  * breaker (breaker.c), and the routers that pick a node for a read or a write of a key:
- * standalone (standalone.c) now; Sentinel and Cluster later implement the same struct
- * topo_router.
+ * standalone (standalone.c), Sentinel (sentinel.c) and Cluster (cluster.c), each
+ * implementing struct topo_router.
  *
  * Everything here runs on one libev loop (a worker's). Nothing blocks: hostnames are
  * resolved with our own DNS client (src/dns codec) against the `resolver` directive's
@@ -193,5 +193,59 @@ struct topo_router *topo_standalone_new(struct ev_loop *loop, struct topo_resolv
 
 /* For tests and metrics: the pools of a standalone router (write first, then reads). */
 size_t topo_standalone_pools(struct topo_router *r, struct topo_pool **out, size_t cap);
+
+/* ---- Sentinel (sentinel.c) ------------------------------------------------------------ */
+/*
+ * `sentinel MASTER_NAME ADDR...`: the master and its replicas discovered through Sentinel
+ * and followed across failovers (the Redis Sentinel client guidelines). Writes go to the
+ * master; reads to a replica picked at random per request (the master when none is usable).
+ * Discovery and the +switch-master subscription run in the background on the loop; until a
+ * master is known, requests fail at once (RESP_EK_CONNECTION, a message naming the master
+ * and why) and never wait past their deadline.
+ */
+struct topo_hostport {
+    char host[TOPO_HOST_MAX];
+    uint16_t port;
+};
+
+struct topo_sentinel_opts {
+    char master[256];                      /* the master group name */
+    const struct topo_hostport *sentinels; /* in configured order */
+    size_t nsentinels;
+    /* Template for connections to the sentinels: the Sentinel API's username/password,
+     * TLS, connect timeout (addr/host filled per connection; db is ignored). */
+    struct resp_conn_opts sentinel_conn;
+    /* Template for the master and replica pools (host/port replaced per node). */
+    struct topo_node_opts data;
+};
+
+struct topo_router *topo_sentinel_new(struct ev_loop *loop, struct topo_resolver *resolver,
+                                      const struct topo_sentinel_opts *o);
+
+/* ---- Cluster (cluster.c) --------------------------------------------------------------- */
+/*
+ * `cluster SEED...` with `read_from`: the slot table from CLUSTER SHARDS (CLUSTER SLOTS
+ * when the server lacks it), routing by CRC16 hash slot, MOVED/ASK/TRYAGAIN/CLUSTERDOWN
+ * handled inside the request's deadline, replica reads per read_from.
+ */
+enum topo_read_from { TOPO_READ_LATENCY = 0, TOPO_READ_RANDOM, TOPO_READ_PRIMARY };
+
+#define TOPO_CLUSTER_SLOTS 16384
+
+/* The hash slot of a key: CRC16-XMODEM of the key (or of its first non-empty {hash tag})
+ * mod 16384, as Redis Cluster defines it. */
+unsigned topo_cluster_slot(const void *key, size_t len);
+
+struct topo_cluster_opts {
+    const struct topo_hostport *seeds;
+    size_t nseeds;
+    enum topo_read_from read_from;
+    unsigned max_redirects; /* MOVED/ASK followed per request; 0: 5 */
+    /* Template for every node's pool (host/port replaced per node; db is 0). */
+    struct topo_node_opts data;
+};
+
+struct topo_router *topo_cluster_new(struct ev_loop *loop, struct topo_resolver *resolver,
+                                     const struct topo_cluster_opts *o);
 
 #endif /* RC_TOPOLOGY_H */

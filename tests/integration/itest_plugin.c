@@ -960,12 +960,6 @@ static void test_public_api_prefix_seed(void **state)
     assert_int_equal(rc_cache_config_parse(quote, strlen(quote), "test.conf", &pc, err, sizeof err),
                      -1);
     assert_true(strncmp(err, "test.conf:2: redis_cache: ", 26) == 0);
-    const char *sentinel = "redis_cache {\n  sentinel mymaster 127.0.0.1:1\n}\n";
-    assert_int_equal(
-        rc_cache_config_parse(sentinel, strlen(sentinel), "test.conf", &pc, err, sizeof err), 0);
-    assert_null(rc_cache_new(loop, pc, NULL, 0, err, sizeof err));
-    assert_string_equal(err, "redis_cache: sentinel mode is not available yet");
-    rc_cache_config_free(pc);
     const char *tls = "redis_cache {\n  tls_ca /nonexistent/ca.pem\n}\n";
     assert_int_equal(rc_cache_config_parse(tls, strlen(tls), "test.conf", &pc, err, sizeof err), 0);
     assert_null(rc_cache_new(loop, pc, NULL, 0, err, sizeof err));
