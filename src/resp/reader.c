@@ -46,6 +46,10 @@ struct resp_reader {
     size_t cap, rstart, pos, end;
     uint64_t base; /* stream offset of buf[0] */
     int delivered; /* the caller holds the reply at rstart .. pos */
+    /* 1 when resp_reader_next may go straight to the fast path: no error, nothing in
+     * progress (ST_TYPE, depth 0, no pending attribute) and a single arena block, so
+     * releasing the last reply is two stores. Cleared by fail(), set again by next_slow. */
+    int fast;
 
     /* element in progress */
     uint8_t state, etype;
@@ -125,6 +129,7 @@ static int fail(struct resp_reader *r, enum resp_rule rule, size_t at, const cha
 static int fail(struct resp_reader *r, enum resp_rule rule, size_t at, const char *fmt, ...)
 {
     r->rule = rule;
+    r->fast = 0;
     r->err_off = r->base + at;
     int n = snprintf(r->errstr, sizeof r->errstr, "RESP protocol error: %s at byte %llu",
                      rule_name(rule), (unsigned long long)r->err_off);
@@ -270,6 +275,7 @@ struct resp_reader *resp_reader_new(const struct resp_limits *limits)
     struct resp_reader *r = calloc(1, sizeof *r);
     if (!r) return NULL;
     r->stats.allocs = 1;
+    r->fast = 1;
     if (limits)
         r->lim = *limits;
     else
@@ -788,132 +794,158 @@ static int parse(struct resp_reader *r)
 }
 
 /* The bulk of real traffic is top-level "+OK", ":n" and "$n" replies already complete in
- * the buffer. They are parsed here in one pass, straight into r->top with real pointers.
- * Anything else — partial, unusual or wrong — returns 0 and goes to the general parser,
- * which then owns the element; this path keeps no state, so nothing it does is redone
- * beyond a failed look at one header. */
-static inline __attribute__((always_inline)) int fast_scalar(const struct resp_reader *r,
-                                                             const char *p, size_t avail,
-                                                             struct resp_value *v, size_t *usedp)
+ * the buffer. They are parsed here in one pass, straight into their node with real
+ * pointers. Anything else — partial, unusual or wrong — returns 0 and goes to the general
+ * parser, which then owns the element; this path keeps no state, so nothing it does is
+ * redone beyond a failed look at one header. Returns the bytes the scalar takes, or 0. */
+static inline __attribute__((always_inline)) size_t
+fast_scalar(const struct resp_reader *r, const char *p, size_t avail, struct resp_value *v)
 {
-    size_t used;
     if (avail < 4) return 0;
-    switch (p[0]) {
-    case '+':
-    case '-': {
+    uint8_t t = (uint8_t)p[0];
+    /* The type byte is the one branch the predictor cannot learn (replies come in any
+     * order): testing the rarer types first keeps the expected mispredictions per reply
+     * at 1 - p(most common type). Bulk strings, the most common, come last. */
+    if (t == '+' || t == '-') {
         size_t lim = avail - 1 < 64 ? avail - 1 : 64, i = 1;
         while (i < lim && p[i] != '\r' && p[i] != '\n') i++;
         if (i >= lim || p[i] != '\r' || p[i + 1] != '\n' || i - 1 > r->lim.max_bulk) return 0;
-        v->type = p[0] == '+' ? RESP_STRING : RESP_ERROR;
+        v->type = t == '+' ? RESP_STRING : RESP_ERROR;
+        v->format[0] = 0;
         v->str = p + 1;
         v->len = i - 1;
         v->integer = 0;
-        used = i + 2;
-        break;
+        v->attr = NULL;
+        return i + 2;
     }
-    case ':':
-    case '$': {
-        size_t lim = avail - 2 < 18 ? avail - 2 : 18, i = 1;
-        int neg = p[0] == ':' && p[1] == '-';
-        i += (size_t)neg;
+    /* ':' and '$': 1 to 18 digits cannot overflow; longer numbers go the careful way */
+    size_t lim = avail - 2 < 18 ? avail - 2 : 18;
+    if (t == ':') {
+        size_t neg = p[1] == '-';
+        size_t i = 1 + neg;
         uint64_t u = 0;
         while (i <= lim && is_digit(p[i])) u = u * 10 + (unsigned)(p[i++] - '0');
-        size_t nd = i - 1 - (size_t)neg;
+        size_t nd = i - 1 - neg;
         if (nd == 0 || i + 1 >= avail || p[i] != '\r' || p[i + 1] != '\n') return 0;
         if (p[1 + neg] == '0' && (nd > 1 || neg)) return 0; /* leading zero, "-0" */
-        if (p[0] == ':') {
-            v->type = RESP_INTEGER;
-            v->str = p + 1;
-            v->len = i - 1;
-            v->integer = neg ? -(long long)u : (long long)u;
-            used = i + 2;
-            break;
-        }
+        v->type = RESP_INTEGER;
+        v->format[0] = 0;
+        v->str = p + 1;
+        v->len = i - 1;
+        v->integer = neg ? -(long long)u : (long long)u;
+        v->attr = NULL;
+        return i + 2;
+    }
+    if (t == '$') {
+        size_t i = 1;
+        uint64_t u = 0;
+        while (i <= lim && is_digit(p[i])) u = u * 10 + (unsigned)(p[i++] - '0');
+        if (i == 1 || i + 1 >= avail || p[i] != '\r' || p[i + 1] != '\n') return 0;
+        if (p[1] == '0' && i > 2) return 0; /* leading zero */
         size_t hdr = i + 2;
         if (u > r->lim.max_bulk || avail - hdr < u + 2) return 0;
         if (p[hdr + u] != '\r' || p[hdr + u + 1] != '\n') return 0;
         v->type = RESP_BULK;
+        v->format[0] = 0;
         v->str = p + hdr;
         v->len = (size_t)u;
         v->integer = 0;
-        used = hdr + (size_t)u + 2;
-        break;
+        v->attr = NULL;
+        return hdr + (size_t)u + 2;
     }
-    default: return 0;
-    }
-    v->format[0] = 0;
-    v->attr = NULL;
-    *usedp = used;
-    return 1;
+    return 0;
 }
 
 /* Largest top-level array the fast path takes; [value, ttl] pairs and small MGETs. */
 #define FAST_ARRAY_MAX 16
 
-/* A top-level reply parsed in one go when it is a fast scalar, or a small array of them,
- * complete in the buffer. 1 on success (r->top set, pos advanced), else 0 and nothing
- * changed. */
-static inline int fast_reply(struct resp_reader *r)
+static int next_slow(struct resp_reader *r, const struct resp_value **out);
+
+/* A top-level array of up to FAST_ARRAY_MAX fast scalars at pos, complete in the buffer
+ * (at least 4 bytes there), parsed in one go into r->top and the arena (one block, reset:
+ * resp_reader_next checked); else the slow path. Out of line and reached by a tail call:
+ * it needs more registers than the scalar path, which would otherwise save and restore
+ * them on every reply. */
+__attribute__((noinline)) static int next_fast_array(struct resp_reader *r,
+                                                     const struct resp_value **out)
 {
     const char *p = r->buf + r->pos;
-    size_t avail = r->end - r->pos, used;
-    if (avail >= 4 && p[0] == '*' && p[1] >= '1' && p[1] <= '9' && p[2] == '\r' && p[3] == '\n') {
-        size_t n = (size_t)(p[1] - '0');
-        struct arena_block *b = r->arena;
-        if (n > FAST_ARRAY_MAX || n > r->lim.max_elements || r->lim.max_depth == 0 ||
-            b->cap - b->used < n)
-            return 0;
-        struct resp_value *elems = b->v + b->used;
-        size_t off = 4;
-        for (size_t i = 0; i < n; i++) {
-            if (!fast_scalar(r, p + off, avail - off, &elems[i], &used)) return 0;
-            off += used;
-        }
-        b->used += n;
-        struct resp_value *v = &r->top;
-        v->type = RESP_ARRAY;
-        v->format[0] = 0;
-        v->len = n;
-        v->str = NULL;
-        v->elems = elems;
-        v->attr = NULL;
-        r->pos += off;
-        return 1;
+    size_t avail = r->end - r->pos;
+    if (p[1] < '1' || p[1] > '9' || p[2] != '\r' || p[3] != '\n') goto slow;
+    size_t n = (size_t)(p[1] - '0');
+    struct arena_block *b = r->arena;
+    if (n > FAST_ARRAY_MAX || n > r->lim.max_elements || r->lim.max_depth == 0 ||
+        b->cap - b->used < n)
+        goto slow;
+    struct resp_value *elems = b->v + b->used;
+    size_t off = 4;
+    for (size_t i = 0; i < n; i++) {
+        size_t used = fast_scalar(r, p + off, avail - off, &elems[i]);
+        if (!used) goto slow;
+        off += used;
     }
-    if (!fast_scalar(r, p, avail, &r->top, &used)) return 0;
-    r->pos += used;
-    return 1;
-}
-
-/* The general path: anything the fast path does not take. Kept out of line so the fast
- * path stays small. */
-__attribute__((noinline)) static int next_general(struct resp_reader *r,
-                                                  const struct resp_value **out)
-{
-    int rc = parse(r);
-    if (rc != STEP_DONE) return rc == STEP_MORE ? RESP_NEED_MORE : rc;
-    fixup(r);
+    b->used += n;
+    struct resp_value *v = &r->top;
+    v->type = RESP_ARRAY;
+    v->format[0] = 0;
+    v->len = n;
+    v->str = NULL;
+    v->elems = elems;
+    v->attr = NULL;
+    r->pos += off;
     r->delivered = 1;
     r->stats.replies++;
-    *out = &r->top;
-    return r->top.type == RESP_PUSH ? RESP_GOT_PUSH : RESP_GOT_REPLY;
+    *out = v;
+    return RESP_GOT_REPLY;
+slow:
+    r->delivered = 0;
+    return next_slow(r, out);
+}
+
+/* Everything the fast path does not take: errors, partial replies, unusual types, and the
+ * call after a reply that needed more than one arena block. Kept out of line so the fast
+ * path stays small; it decides whether the next call may take the fast path again. */
+__attribute__((noinline)) static int next_slow(struct resp_reader *r, const struct resp_value **out)
+{
+    *out = NULL;
+    if (r->rule != RESP_RULE_NONE)
+        return r->rule == RESP_RULE_NOMEM ? RESP_ERR_NOMEM : RESP_ERR_PROTOCOL;
+    if (r->delivered) release(r);
+    int rc = parse(r);
+    if (rc == STEP_DONE) {
+        fixup(r);
+        r->delivered = 1;
+        r->stats.replies++;
+        *out = &r->top;
+        rc = r->top.type == RESP_PUSH ? RESP_GOT_PUSH : RESP_GOT_REPLY;
+    } else if (rc == STEP_MORE) {
+        rc = RESP_NEED_MORE;
+    }
+    r->fast = r->rule == RESP_RULE_NONE && r->state == ST_TYPE && r->depth == 0 &&
+              !r->pending_attr && !r->arena->next;
+    return rc;
 }
 
 int resp_reader_next(struct resp_reader *r, const struct resp_value **out)
 {
-    if (__builtin_expect(r->rule != RESP_RULE_NONE, 0)) {
-        *out = NULL;
-        return r->rule == RESP_RULE_NOMEM ? RESP_ERR_NOMEM : RESP_ERR_PROTOCOL;
-    }
-    if (r->delivered) release(r);
-    if (r->state == ST_TYPE && r->depth == 0 && !r->pending_attr && fast_reply(r)) {
-        r->delivered = 1;
-        r->stats.replies++;
+    if (__builtin_expect(r->fast, 1)) {
+        /* Nothing in progress, so the last reply (if any) ends at pos: release it. *out is
+         * set first so that it needs no register across the parse (next_slow resets it). */
         *out = &r->top;
-        return RESP_GOT_REPLY;
+        const char *p = r->buf + r->pos;
+        size_t avail = r->end - r->pos;
+        r->rstart = r->pos;
+        r->arena->used = 0;
+        if (avail >= 4 && p[0] == '*') return next_fast_array(r, out);
+        size_t used = fast_scalar(r, p, avail, &r->top);
+        if (__builtin_expect(used != 0, 1)) {
+            r->pos += used;
+            r->delivered = 1;
+            r->stats.replies++;
+            return RESP_GOT_REPLY;
+        }
     }
-    *out = NULL;
-    return next_general(r, out);
+    return next_slow(r, out);
 }
 
 enum resp_rule resp_reader_error(const struct resp_reader *r)

@@ -897,6 +897,36 @@ static void test_large_aggregate_is_freed_without_recursion(void **state)
     resp_reader_free(r);
 }
 
+/* Fast path and general parser (2nd arena block, attribute, push) alternate at any split. */
+static void test_fast_and_general_paths_alternate(void **state)
+{
+    static char stream[4096];
+    size_t n = (size_t)sprintf(stream, "*300\r\n");
+    for (int i = 0; i < 300; i++) n += (size_t)sprintf(stream + n, ":%d\r\n", i);
+    n += (size_t)sprintf(stream + n,
+                         "*2\r\n$3\r\nabc\r\n:7\r\n|1\r\n+k\r\n+v\r\n+OK\r\n>2\r\n+m\r\n:1\r\n"
+                         ":-1\r\n*2\r\n*1\r\n:1\r\n+z\r\n-E x\r\n");
+    static struct dump whole, d;
+    for (size_t c = n; c >= 1; c = c == n ? 64 : c - 1) {
+        struct resp_reader *r = new_reader();
+        const struct resp_value *v;
+        for (size_t off = d.len = 0; off < n; off += c) {
+            assert_int_equal(resp_reader_feed(r, stream + off, n - off < c ? n - off : c), 0);
+            for (int rc; (rc = resp_reader_next(r, &v)) != RESP_NEED_MORE;) {
+                assert_true(rc > 0);
+                dump_value(&d, v);
+                dump_put(&d, rc == RESP_GOT_PUSH ? " (push)\n" : "\n");
+            }
+        }
+        assert_string_equal(d.buf, (c == n ? (whole = d) : whole).buf);
+        resp_reader_free(r);
+    }
+    assert_string_equal(strstr(whole.buf, "int:299]\n"),
+                        "int:299]\narray[bulk string:\"abc\",int:7]\n|map[simple string:\"k\","
+                        "simple string:\"v\"]simple string:\"OK\"\npush[simple string:\"m\",int:1] "
+                        "(push)\nint:-1\narray[array[int:1],simple string:\"z\"]\nerror:\"E x\"\n");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -964,6 +994,7 @@ int main(void)
         cmocka_unit_test(test_no_allocation_per_reply_in_steady_state),
         cmocka_unit_test(test_declared_count_allocates_nothing_up_front),
         cmocka_unit_test(test_large_aggregate_is_freed_without_recursion),
+        cmocka_unit_test(test_fast_and_general_paths_alternate),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
