@@ -8,6 +8,8 @@
 #   dnsdist-pc   dnsdist + packet cache, hot set (1000 names, all cached)
 #   ours-l1      ours with `cache`, same hot set, warmed
 #   ours-l2      ours with `redis_cache` and no `cache`: every answer from Redis
+#   ours-l2c     the same on a 6-node Redis Cluster (3 primaries + 3 replicas, read_from
+#                latency): the cluster's cost against ours-l2 (CLUSTER=0 leaves it out)
 #   dnsdist-fwd  dnsdist without cache, 100k distinct names (forwards everything)
 #   ours-fwd     ours with only `forward`, same 100k names
 #
@@ -23,7 +25,8 @@
 #        OUTSTANDING=200, DNSPERF_THREADS=1, OURS_THREADS= (server default),
 #        LAT_QPS=10000, LAT_DURATION=3, DNSDIST_LISTENERS=1, KNOT_WORKERS=2,
 #        BENCH_NICE=0 (nice level of every benchmarked process), STANDIN=auto|1|0,
-#        KEEP=1 (keep the temp dir)
+#        KEEP=1 (keep the temp dir), CLUSTER=1 (the ours-l2c row), L2_ONLY=1 (only the
+#        ours-l2 and ours-l2c rows: no dnsdist rows, no latency runs, no RSS rows)
 # STANDIN=1 (or auto when our server is missing or does not answer) runs the `ours` rows
 # against dnsdist instances instead, labelled STAND-IN: it proves the plumbing, nothing else.
 set -u
@@ -46,6 +49,8 @@ HOT=${HOT:-1000}
 CACHE_SIZE=${CACHE_SIZE:-100000}
 LAT_QPS=${LAT_QPS:-10000}
 LAT_DURATION=${LAT_DURATION:-3}
+CLUSTER=${CLUSTER:-1}
+L2_ONLY=${L2_ONLY:-0}
 
 DIR=$(mktemp -d "${TMPDIR:-/tmp}/bench-server.XXXXXX")
 PIDS=()
@@ -154,8 +159,13 @@ start_dnsdist() {
 start_ours() {
     local name=$1 kind=$2 threads=${3:-$OURS_THREADS} csize=${4:-$CACHE_SIZE} port mport
     port=$(free_port); mport=$(free_port)
-    render "$TPL/Corefile-$kind.in" "$DIR/$name.Corefile" PORT="$port" KNOT_PORT="$KNOT_PORT" \
-        REDIS_PORT="$REDIS_PORT" CACHE_SIZE="$csize" METRICS_PORT="$mport"
+    if [ "$kind" = l2c ]; then # L1 disabled, L2 on the cluster (no template: seeds vary)
+        printf '.:%s {\n    bind 127.0.0.1\n    redis_cache {\n        cluster %s\n    }\n    forward . 127.0.0.1:%s\n}\n' \
+            "$port" "$CLUSTER_SEEDS" "$KNOT_PORT" >"$DIR/$name.Corefile"
+    else
+        render "$TPL/Corefile-$kind.in" "$DIR/$name.Corefile" PORT="$port" KNOT_PORT="$KNOT_PORT" \
+            REDIS_PORT="$REDIS_PORT" CACHE_SIZE="$csize" METRICS_PORT="$mport"
+    fi
     local args=(-conf "$DIR/$name.Corefile")
     [ -n "$threads" ] && args+=(-threads "$threads")
     spawn "$name" "$RCD_BIN" "${args[@]}"
@@ -225,6 +235,41 @@ for _ in $(seq 100); do redis-cli -p "$REDIS_PORT" ping 2>/dev/null | grep -q PO
     sleep 0.05; done
 redis-cli -p "$REDIS_PORT" ping | grep -q PONG || die "redis-server did not start"
 
+# The cluster: 6 nodes, explicit bus ports (port + 10000 fails above 55535).
+CLUSTER_PORTS=()
+cluster_up() {
+    local i p addrs=()
+    for i in 0 1 2 3 4 5; do
+        p=$(free_port)
+        mkdir -p "$DIR/cl$i"
+        spawn "cl$i" redis-server --port "$p" --bind 127.0.0.1 --dir "$DIR/cl$i" --save '' \
+            --appendonly no --daemonize no --cluster-enabled yes --cluster-config-file nodes.conf \
+            --cluster-port "$(free_port)" --cluster-node-timeout 5000 --repl-diskless-sync-delay 0
+        CLUSTER_PORTS+=("$p")
+        addrs+=("127.0.0.1:$p")
+    done
+    for p in "${CLUSTER_PORTS[@]}"; do
+        for _ in $(seq 100); do redis-cli -p "$p" ping 2>/dev/null | grep -q PONG && break; sleep 0.05; done
+    done
+    redis-cli --cluster create "${addrs[@]}" --cluster-replicas 1 --cluster-yes >"$DIR/cluster.log" 2>&1 ||
+        return 1
+    for _ in $(seq 300); do
+        local good=1
+        for p in "${CLUSTER_PORTS[@]}"; do
+            redis-cli -p "$p" cluster info | grep -q '^cluster_state:ok' || good=0
+            redis-cli -p "$p" info replication | grep -qE '^(role:master|master_link_status:up)' || good=0
+        done
+        [ $good = 1 ] && redis-cli --cluster check "${addrs[0]}" >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    return 1
+}
+if [ "$CLUSTER" = 1 ]; then
+    cluster_up || die "the 6-node cluster did not come up: $(tail -5 "$DIR/cluster.log")"
+    CLUSTER_SEEDS="127.0.0.1:${CLUSTER_PORTS[0]} 127.0.0.1:${CLUSTER_PORTS[1]}"
+    log "cluster up on ${CLUSTER_PORTS[*]}"
+fi
+
 start_dnsdist dd_pc cache
 start_dnsdist dd_fwd nocache
 
@@ -262,6 +307,12 @@ fi
 warm "$PORT_dd_pc" "$HOTQ" 5
 warm "$PORT_ours_l1" "$HOTQ" 5
 warm "$PORT_ours_l2" "$HOTQ" 1
+if [ "$CLUSTER" = 1 ] && [ "$STANDIN" = 0 ]; then
+    start_ours ours_l2c l2c || die "our server on the cluster did not answer: $(tail -5 "$DIR/ours_l2c.log")"
+    sleep 1 # the slot table
+    warm "$PORT_ours_l2c" "$HOTQ" 1
+    sleep 2 # replicas measured, writes landed
+fi
 if [ "$STANDIN" = 0 ]; then
     for _ in $(seq 40); do
         [ "$(redis-cli -p "$REDIS_PORT" dbsize)" -ge "$HOT" ] && break; sleep 0.05
@@ -274,26 +325,40 @@ redis_hits() {
         awk -F'[:=,]' '/^cmdstat_get:/ {print $3 + 0; f = 1} END {if (!f) print 0}'
 }
 
+cluster_gets() { # GETs summed over the cluster's nodes
+    local p t=0
+    for p in "${CLUSTER_PORTS[@]}"; do
+        t=$((t + $(redis-cli -p "$p" info commandstats |
+            awk -F'[:=,]' '/^cmdstat_get:/ {print $3 + 0; f = 1} END {if (!f) print 0}')))
+    done
+    echo "$t"
+}
+hits_of() { if [ "$1" = ours_l2c ]; then cluster_gets; else redis_hits; fi; }
+
 # ---- throughput rows, interleaved rounds -------------------------------------------------
 ROWS=(dd_pc ours_l1 ours_l2 dd_fwd ours_fwd)
-declare -A FILE=([dd_pc]=$HOTQ [ours_l1]=$HOTQ [ours_l2]=$HOTQ [dd_fwd]=$ALLQ [ours_fwd]=$ALLQ)
+[ "$L2_ONLY" = 1 ] && ROWS=(ours_l2)
+[ "$CLUSTER" = 1 ] && [ "$STANDIN" = 0 ] && ROWS+=(ours_l2c)
+declare -A FILE=([dd_pc]=$HOTQ [ours_l1]=$HOTQ [ours_l2]=$HOTQ [dd_fwd]=$ALLQ [ours_fwd]=$ALLQ
+    [ours_l2c]=$HOTQ)
 declare -A BEST=() L2HITS=()
 for ((r = 1; r <= RUNS; r++)); do
     for row in "${ROWS[@]}"; do
         port=PORT_$row
-        h0=$(redis_hits)
+        h0=$(hits_of "$row")
         res=$(perf "$row" "${!port}" "${FILE[$row]}")
-        h1=$(redis_hits)
+        h1=$(hits_of "$row")
         log "round $r $row: qps mean_ms max_ms lost = $res"
         q=${res%% *}
         if [ -z "${BEST[$row]:-}" ] || [ "$q" -gt "${BEST[$row]%% *}" ]; then
             BEST[$row]=$res
-            [ "$row" = ours_l2 ] && L2HITS[$row]=$(( (h1 - h0) ))
+            [ "$row" = ours_l2 ] || [ "$row" = ours_l2c ] && L2HITS[$row]=$(( (h1 - h0) ))
         fi
     done
 done
 declare -A P=() PL=()
 for row in "${ROWS[@]}"; do
+    [ "$L2_ONLY" = 1 ] && { P[$row]="n/a n/a"; PL[$row]="n/a n/a"; continue; }
     port=PORT_$row
     P[$row]=$(p99 "$row" "${!port}" "${FILE[$row]}")
     PL[$row]=$(p99 "$row" "${!port}" "${FILE[$row]}" -Q "$LAT_QPS")
@@ -319,14 +384,16 @@ ours_entries() { # NAME: success entries from our metrics (sum over the series),
         awk '/^coredns_cache_entries/ && /type="success"/ {s += $NF; f = 1} END {if (f) print s}')
     echo "${v:-n/a}"
 }
-start_dnsdist rss_dd cache
-RSS_dd=$(rss_row rss_dd "$PID_rss_dd" "$PORT_rss_dd")
-DD_ENTRIES=$(dnsdist -C "$DIR/rss_dd.conf" -c -e 'getPool(""):getCache():getStats()["entries"]' \
-    2>/dev/null | tail -1)
-stop_pid "$PID_rss_dd"
+if [ "$L2_ONLY" != 1 ]; then
+    start_dnsdist rss_dd cache
+    RSS_dd=$(rss_row rss_dd "$PID_rss_dd" "$PORT_rss_dd")
+    DD_ENTRIES=$(dnsdist -C "$DIR/rss_dd.conf" -c -e 'getPool(""):getCache():getStats()["entries"]' \
+        2>/dev/null | tail -1)
+    stop_pid "$PID_rss_dd"
+fi
 declare -A RSS_O=() ENT_O=() DESC_O=()
 RSS_ROWS=()
-if [ "$STANDIN" = 0 ]; then
+if [ "$STANDIN" = 0 ] && [ "$L2_ONLY" != 1 ]; then
     nthr=${OURS_THREADS:-$(nproc)}
     for spec in "rss_ours $nthr $((CACHE_SIZE * nthr))" "rss_ours1 1 $CACHE_SIZE"; do
         set -- $spec
@@ -356,6 +423,7 @@ desc() {
     dd_pc) echo "L1 hit: packet cache, hot set $HOT" ;;
     ours_l1) echo "L1 hit: \`cache\`, hot set $HOT" ;;
     ours_l2) echo "L2 hit: \`redis_cache\`, no \`cache\`" ;;
+    ours_l2c) echo "L2 hit: \`redis_cache\` on a 6-node cluster, no \`cache\`" ;;
     dd_fwd) echo "forward-only, $NAMES distinct names" ;;
     ours_fwd) echo "forward-only, $NAMES distinct names" ;;
     esac
@@ -373,26 +441,37 @@ for row in "${ROWS[@]}"; do
         "$(field "$row" 3) | $(field "$row" 4) | ${P[$row]/ / \/ } | ${PL[$row]/ / \/ } |"
 done
 echo
-echo "| target | ratio | verdict |"
-echo "|---|---|---|"
-echo "| L1 hit >= 1.0x dnsdist packet cache | $(ratio "$(q ours_l1)" "$(q dd_pc)") | $(verdict "$(q ours_l1)" "$(q dd_pc)" 1.0) |"
-echo "| L2 hit >= 0.5x our L1 hit | $(ratio "$(q ours_l2)" "$(q ours_l1)") | $(verdict "$(q ours_l2)" "$(q ours_l1)" 0.5) |"
-echo "| forward-only >= 1.0x dnsdist without cache | $(ratio "$(q ours_fwd)" "$(q dd_fwd)") | $(verdict "$(q ours_fwd)" "$(q dd_fwd)" 1.0) |"
+if [ "$L2_ONLY" != 1 ]; then
+    echo "| target | ratio | verdict |"
+    echo "|---|---|---|"
+    echo "| L1 hit >= 1.0x dnsdist packet cache | $(ratio "$(q ours_l1)" "$(q dd_pc)") | $(verdict "$(q ours_l1)" "$(q dd_pc)" 1.0) |"
+    echo "| L2 hit >= 0.5x our L1 hit | $(ratio "$(q ours_l2)" "$(q ours_l1)") | $(verdict "$(q ours_l2)" "$(q ours_l1)" 0.5) |"
+    echo "| forward-only >= 1.0x dnsdist without cache | $(ratio "$(q ours_fwd)" "$(q dd_fwd)") | $(verdict "$(q ours_fwd)" "$(q dd_fwd)" 1.0) |"
+fi
 if [ "$STANDIN" = 0 ]; then
     l2q=$(awk -v d="$DURATION" -v q="$(q ours_l2)" 'BEGIN {printf "%.0f", q * d}')
     echo
     echo "L2 row check: Redis served ${L2HITS[ours_l2]:-n/a} GETs during the best run, which" \
         "answered about $l2q queries (every answer from Redis when these match)"
 fi
+if [ -n "${BEST[ours_l2c]:-}" ]; then
+    l2cq=$(awk -v d="$DURATION" -v q="$(q ours_l2c)" 'BEGIN {printf "%.0f", q * d}')
+    echo
+    echo "cluster: L2 hit QPS on the 6-node cluster $(q ours_l2c) vs standalone $(q ours_l2):" \
+        "$(ratio "$(q ours_l2c)" "$(q ours_l2)"); the cluster served ${L2HITS[ours_l2c]:-n/a}" \
+        "GETs during its best run, which answered about $l2cq queries"
+fi
 echo
-echo "| peak RSS after $NAMES distinct names | RSS before fill | VmHWM after | queries completed | cache entries |"
-echo "|---|---|---|---|---|"
-set -- $RSS_dd
-echo "| dnsdist, packet cache $CACHE_SIZE | $(mib "$1") | $(mib "$2") | $3 | ${DD_ENTRIES:-n/a} |"
-for n in "${RSS_ROWS[@]}"; do
-    set -- ${RSS_O[$n]}
-    echo "| ${DESC_O[$n]} | $(mib "$1") | $(mib "$2") | $3 | ${ENT_O[$n]} |"
-done
-[ "${#RSS_ROWS[@]}" -gt 0 ] || echo "| ours | n/a (server not run) | | | |"
+if [ "$L2_ONLY" != 1 ]; then
+    echo "| peak RSS after $NAMES distinct names | RSS before fill | VmHWM after | queries completed | cache entries |"
+    echo "|---|---|---|---|---|"
+    set -- $RSS_dd
+    echo "| dnsdist, packet cache $CACHE_SIZE | $(mib "$1") | $(mib "$2") | $3 | ${DD_ENTRIES:-n/a} |"
+    for n in "${RSS_ROWS[@]}"; do
+        set -- ${RSS_O[$n]}
+        echo "| ${DESC_O[$n]} | $(mib "$1") | $(mib "$2") | $3 | ${ENT_O[$n]} |"
+    done
+    [ "${#RSS_ROWS[@]}" -gt 0 ] || echo "| ours | n/a (server not run) | | | |"
+fi
 echo
 echo "(total $(($(date +%s) - T0)) s)"

@@ -17,6 +17,7 @@
  * user callback the code checks for CLOSED and unwinds without touching the socket.
  */
 #include "resp/resp.h"
+#include "resp/pubsub.h"
 #include "resp/tls_session.h"
 
 #include <arpa/inet.h>
@@ -35,7 +36,7 @@
 
 #include <ev.h>
 
-enum hs_step { HS_HELLO = 1, HS_AUTH, HS_SELECT, HS_SETNAME };
+enum hs_step { HS_HELLO = 1, HS_AUTH, HS_SELECT, HS_SETNAME, HS_READONLY };
 
 struct slot {
     resp_reply_fn *fn;
@@ -55,7 +56,7 @@ struct resp_conn {
     struct sockaddr_storage addr;
     socklen_t addrlen;
     char *host, *user, *pass, *name;
-    int db, resp3, verify_hostname;
+    int db, resp3, verify_hostname, readonly;
     double connect_timeout, stall_timeout;
     struct ssl_ctx_st *tls_ctx;
     char peer[128]; /* for messages: "host (ip:port)" or "ip:port" */
@@ -369,29 +370,6 @@ static int is_err_reply(const struct resp_value *v)
     return v->type == RESP_ERROR || v->type == RESP_BULK_ERROR;
 }
 
-static int first_elem_is(const struct resp_value *v, const char *const *words)
-{
-    if ((v->type != RESP_ARRAY && v->type != RESP_PUSH) || v->len < 1) return 0;
-    const struct resp_value *k = &v->elems[0];
-    if (k->type != RESP_BULK && k->type != RESP_STRING) return 0;
-    for (; *words; words++)
-        if (strlen(*words) == k->len && strncasecmp(k->str, *words, k->len) == 0) return 1;
-    return 0;
-}
-
-static int is_sub_confirm(const struct resp_value *v)
-{
-    static const char *const w[] = {"subscribe",    "psubscribe",   "ssubscribe", "unsubscribe",
-                                    "punsubscribe", "sunsubscribe", NULL};
-    return first_elem_is(v, w);
-}
-
-static int is_pubsub_message(const struct resp_value *v)
-{
-    static const char *const w[] = {"message", "pmessage", "smessage", NULL};
-    return v->type == RESP_ARRAY && v->len >= 3 && first_elem_is(v, w);
-}
-
 /* A subscribe confirmation for the head slot: the first goes to its callback, the rest
  * (one per further channel) to on_push. Returns -1 when the connection closed. */
 static int sub_confirm(struct resp_conn *c, const struct resp_value *v)
@@ -463,7 +441,8 @@ static int hs_reply(struct resp_conn *c, const struct resp_value *v)
             return -1;
         }
         break;
-    case HS_SETNAME: break; /* best effort */
+    case HS_SETNAME: break;  /* best effort */
+    case HS_READONLY: break; /* best effort: a MOVED reply says it did not take */
     }
     if (c->hsq_n) return 0;
     if (c->hs_phase == 1 && c->hello_failed) return hs_phase2(c);
@@ -488,7 +467,7 @@ static int dispatch(struct resp_conn *c)
         c->last_reply_at = ev_now(c->loop);
         int head_sub = c->ring_n && slot_at(c, 0)->sub_left;
         if (rc == RESP_GOT_PUSH) {
-            if (head_sub && is_sub_confirm(v)) {
+            if (head_sub && resp_is_sub_confirm(v)) {
                 if (sub_confirm(c, v) < 0) return -1;
             } else if (c->ev.on_push) {
                 c->ev.on_push(c, v, c->priv);
@@ -500,11 +479,11 @@ static int dispatch(struct resp_conn *c)
             if (hs_reply(c, v) < 0) return -1;
             continue;
         }
-        if (head_sub && is_sub_confirm(v)) {
+        if (head_sub && resp_is_sub_confirm(v)) {
             if (sub_confirm(c, v) < 0) return -1;
             continue;
         }
-        if (c->subscribed && is_pubsub_message(v)) {
+        if (c->subscribed && resp_is_pubsub_message(v)) {
             if (c->ev.on_push) c->ev.on_push(c, v, c->priv);
             if (c->state == RESP_CONN_CLOSED) return -1;
             continue;
@@ -581,13 +560,19 @@ static void hs_expect(struct resp_conn *c, int step)
     c->hsq_n++;
 }
 
+/* SELECT db and READONLY, each when asked for. */
 static int hs_select(struct resp_conn *c)
 {
-    if (c->db == 0) return 0;
-    if (resp_writer_array(&c->hs, 2) || resp_writer_arg(&c->hs, "SELECT", 6) ||
-        resp_writer_arg_int(&c->hs, c->db))
-        return -1;
-    hs_expect(c, HS_SELECT);
+    if (c->db != 0) {
+        if (resp_writer_array(&c->hs, 2) || resp_writer_arg(&c->hs, "SELECT", 6) ||
+            resp_writer_arg_int(&c->hs, c->db))
+            return -1;
+        hs_expect(c, HS_SELECT);
+    }
+    if (c->readonly) {
+        if (resp_writer_array(&c->hs, 1) || resp_writer_arg(&c->hs, "READONLY", 8)) return -1;
+        hs_expect(c, HS_READONLY);
+    }
     return 0;
 }
 
@@ -830,6 +815,7 @@ struct resp_conn *resp_conn_new(struct ev_loop *loop, const struct resp_conn_opt
     c->pass = dup_opt(o->password, &bad);
     c->name = dup_opt(o->client_name, &bad);
     c->db = o->db;
+    c->readonly = o->readonly;
     c->resp3 = o->resp3;
     c->verify_hostname = o->tls_verify_hostname;
     c->connect_timeout = o->connect_timeout > 0 ? o->connect_timeout : 1.0;

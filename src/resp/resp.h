@@ -292,6 +292,8 @@ struct resp_conn_opts {
     const char *username;      /* NULL: none (copied) */
     const char *password;      /* NULL: none (copied) */
     int db;                    /* SELECT when != 0 */
+    int readonly;              /* 1: READONLY after the handshake (Redis Cluster replica
+                                  reads); best effort, an error reply is ignored */
     const char *client_name;   /* NULL: none; best effort (copied) */
     int resp3;                 /* 1: try HELLO 3 */
     double connect_timeout;    /* seconds, covers TCP + TLS + Redis handshake */

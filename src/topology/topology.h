@@ -222,6 +222,11 @@ struct topo_sentinel_opts {
 struct topo_router *topo_sentinel_new(struct ev_loop *loop, struct topo_resolver *resolver,
                                       const struct topo_sentinel_opts *o);
 
+/* For tests and logs: the master in use (0, or -1 while none is known or r is not a
+ * Sentinel router), and the usable replicas (their count; at most cap copied). */
+int topo_sentinel_master(struct topo_router *r, struct topo_hostport *out);
+size_t topo_sentinel_replicas(struct topo_router *r, struct topo_hostport *out, size_t cap);
+
 /* ---- Cluster (cluster.c) --------------------------------------------------------------- */
 /*
  * `cluster SEED...` with `read_from`: the slot table from CLUSTER SHARDS (CLUSTER SLOTS
