@@ -9,7 +9,7 @@
  *
  * A directive and its arguments are the tokens of one logical line; a `{` ending that line
  * opens its block, closed by a `}` token. The cursor helpers below walk that structure.
- * `import` and `(snippets)` are expanded by the server (server depth issue), on tokens.
+ * `import` and `(snippets)` are expanded on tokens by cfg_lex_expand (import.c).
  *
  * Choices where Caddy/CoreDNS leave room (lexer.c has the full list): `#` starts a comment
  * only at the start of a token (`s3#cret` is one word, as in Caddy v2; CoreDNS's v1 lexer
@@ -58,6 +58,21 @@ void cfg_error_at(struct cfg_error *err, const struct cfg_token *t, const char *
 int cfg_lex(struct cfg_tokens *out, const char *file, const char *text, size_t len,
             struct cfg_error *err);
 void cfg_tokens_free(struct cfg_tokens *t);
+
+/* Limits of cfg_lex_expand. */
+#define CFG_IMPORT_DEPTH    10                  /* nested imports (files and snippets) */
+#define CFG_EXPAND_TOKENS   262144              /* tokens in the result */
+#define CFG_EXPAND_BYTES    (16u * 1024 * 1024) /* token text in the result */
+#define CFG_IMPORT_FILE_MAX (4u * 1024 * 1024)  /* one imported file */
+
+/* cfg_lex, then CoreDNS's `import PATTERN` and `(snippet) { }` expanded (import.c has the
+ * rules): snippet definitions leave no tokens, an import line is replaced by the snippet's
+ * or the files' tokens (paths relative to the importing file's directory, globs by
+ * glob(3)); pasted tokens keep their own file and line. Reads files: call it at load or
+ * reload, never on a query path. Returns 0, or -1 with err at the offending token (cycles,
+ * depth, missing files, lexing errors of imported files). Free with cfg_tokens_free. */
+int cfg_lex_expand(struct cfg_tokens *out, const char *file, const char *text, size_t len,
+                   struct cfg_error *err);
 
 /* ---- walking tokens ---- */
 

@@ -6,6 +6,9 @@
  * continue on the next line after a trailing comma (Caddy's form). A lone block without
  * braces runs to the end of the file (Caddy allows it when it is the only block).
  *
+ * `import` and `(snippets)` are expanded on tokens first (src/config/import.c), so nothing
+ * here sees them; tokens keep their own file and line, and errors name the imported file.
+ *
  * The directives' own parsers live with their plugins (cache: l1.c, forward: forward.c,
  * redis_cache: src/plugin/config.c); this file walks the blocks, dispatches, enforces the
  * rules across directives and blocks, and collects every error: after an error the rest of
@@ -14,9 +17,9 @@
  * Choices where CoreDNS leaves room or does more than we do yet:
  *   - keys of one block must share a port (CoreDNS splits such a block; we reject it);
  *   - the same zone on the same port twice is an error whatever `bind` says;
- *   - cache, forward, redis_cache, errors, health, ready and prometheus may appear once per
- *     block (CoreDNS's plugin.ErrOnce); log may repeat; bind accumulates (duplicates
- *     dropped);
+ *   - cache, forward, redis_cache, errors, health, ready, prometheus, loop and timeouts
+ *     may appear once per block (CoreDNS's plugin.ErrOnce); log may repeat; bind
+ *     accumulates (duplicates dropped);
  *   - HTTP addresses need a port (net.SplitHostPort, as CoreDNS); the host is empty (all
  *     addresses), an IP literal, or `localhost`, stored as 127.0.0.1;
  *   - health and ready are one listener each per process: every block naming them must
@@ -282,7 +285,8 @@ static int site_claim(struct pstate *p, const struct cfg_token *d, const char *w
 
 /* Per-block directive bookkeeping: the line each once-only directive was first seen at. */
 struct seen {
-    unsigned errors, health, ready, prometheus, cache, forward, redis_cache;
+    unsigned errors, health, ready, prometheus, cache, forward, redis_cache, loop, timeouts;
+    unsigned reload;
 };
 
 static int once(struct pstate *p, const struct cfg_token *d, unsigned *first)
@@ -374,6 +378,95 @@ static int d_prometheus(struct pstate *p, const struct cfg_token *d, size_t narg
     return 0;
 }
 
+/* `timeouts { read D; write D; idle D }` (CoreDNS's; here for the TCP listener): D a Go
+ * duration or bare seconds, 1s..24h; at least one option. CoreDNS's newer `max_queries`
+ * is rejected rather than ignored. */
+static int d_timeouts(struct pstate *p, struct srv_block *b, const struct cfg_token *d,
+                      size_t nargs, size_t end, size_t close)
+{
+    const struct cfg_tokens *t = p->t;
+    if (nargs) return perr(p, &d[1], "timeouts: arguments are not supported (use a block)");
+    if (end >= close || !cfg_is_open(&t->tok[end]))
+        return perr(p, d, "timeouts: a block with read, write or idle is required");
+    struct cfg_tokens view = {t->tok, close, NULL};
+    size_t bclose = cfg_block_end(&view, end);
+    size_t i = end + 1, n = 0;
+    while (i < bclose) {
+        const struct cfg_token *o = &t->tok[i];
+        struct cfg_cursor c = {&view, i};
+        size_t oend = cfg_args_end(&c);
+        if (oend < bclose && cfg_is_open(&t->tok[oend]))
+            return perr(p, o, "timeouts: %.*s: takes no block", SHOW(o));
+        double *dst = cfg_is(o, "read")    ? &b->tcp_read
+                      : cfg_is(o, "write") ? &b->tcp_write
+                      : cfg_is(o, "idle")  ? &b->tcp_idle
+                                           : NULL;
+        if (!dst) return perr(p, o, "timeouts: unknown option \"%.*s\"", SHOW(o));
+        if (oend - i != 2) return perr(p, o, "timeouts: %.*s: expected one duration", SHOW(o));
+        const struct cfg_token *v = &t->tok[i + 1];
+        double secs = -1;
+        size_t k = 0;
+        while (k < v->len && v->text[k] >= '0' && v->text[k] <= '9') k++;
+        if (k == v->len && k > 0 && k < 10)
+            secs = strtod(v->text, NULL); /* bare seconds, as CoreDNS */
+        else if (!srv_duration_parse(v->text, &secs))
+            secs = -1;
+        if (secs < 0) return perr(p, v, "timeouts: invalid duration \"%.*s\"", SHOW(v));
+        if (secs < 1 || secs > 86400)
+            return perr(p, v, "timeouts: %.*s: %.*s must be between 1s and 24h", SHOW(o), SHOW(v));
+        *dst = secs;
+        n++;
+        i = oend;
+    }
+    if (n == 0) return perr(p, d, "timeouts: a block with no timeouts");
+    return 0;
+}
+
+/* `reload [INTERVAL [JITTER]]` (srv_reload_args): one timer per process, so every block
+ * naming it must give the same values. */
+static int d_reload(struct pstate *p, const struct cfg_token *d, size_t nargs)
+{
+    if (nargs > 2) return perr(p, &d[3], "reload: expected at most INTERVAL and JITTER");
+    double iv = 0, jt = 0;
+    const char *why =
+        srv_reload_args(nargs > 0 ? d[1].text : NULL, nargs > 1 ? d[2].text : NULL, &iv, &jt);
+    if (why) return perr(p, nargs ? &d[1] : d, "reload: %s", why);
+    struct srv_config *cfg = p->cfg;
+    if (cfg->has_reload && (cfg->reload_interval != iv || cfg->reload_jitter != jt))
+        return perr(p, d, "reload: differs from an earlier reload (one setting per process)");
+    cfg->has_reload = true;
+    cfg->reload_interval = iv;
+    cfg->reload_jitter = jt;
+    return 0;
+}
+
+/* health's block: `lameduck DURATION` (CoreDNS's only option); the largest one applies. */
+static int d_health_block(struct pstate *p, const struct cfg_token *d, size_t open, size_t close)
+{
+    const struct cfg_tokens *t = p->t;
+    struct cfg_tokens view = {t->tok, close, NULL};
+    size_t bclose = cfg_block_end(&view, open);
+    (void)d;
+    for (size_t i = open + 1; i < bclose;) {
+        const struct cfg_token *o = &t->tok[i];
+        struct cfg_cursor c = {&view, i};
+        size_t oend = cfg_args_end(&c);
+        if (oend < bclose && cfg_is_open(&t->tok[oend]))
+            return perr(p, o, "health: %.*s: takes no block", SHOW(o));
+        if (!cfg_is(o, "lameduck"))
+            return perr(p, o, "health: unknown option \"%.*s\" (only lameduck)", SHOW(o));
+        if (oend - i != 2) return perr(p, o, "health: lameduck: expected one duration");
+        const struct cfg_token *v = &t->tok[i + 1];
+        double secs = 0;
+        if (!srv_duration_parse(v->text, &secs) || secs > 3600)
+            return perr(p, v, "health: lameduck: invalid duration \"%.*s\" (0 to 1h: 5s, 500ms)",
+                        SHOW(v));
+        if (secs > p->cfg->health_lameduck) p->cfg->health_lameduck = secs;
+        i = oend;
+    }
+    return 0;
+}
+
 /* Parses the directives of tokens [i, close) into b. Returns 0 or -1 (error recorded). */
 static int parse_directives(struct pstate *p, struct srv_block *b, size_t i, size_t close)
 {
@@ -409,10 +502,9 @@ static int parse_directives(struct pstate *p, struct srv_block *b, size_t i, siz
             if (!rc && nargs) rc = perr(p, &d[1], "log: arguments are not supported yet");
             b->log = true;
         } else if (cfg_is(d, "health")) {
-            if (end < close && cfg_is_open(&t->tok[end]))
-                rc = perr(p, d, "health: a block (lameduck) is not supported yet");
-            else
-                rc = once(p, d, &seen.health) || d_health_ready(p, d, nargs, true);
+            rc = once(p, d, &seen.health) || d_health_ready(p, d, nargs, true);
+            if (!rc && end < close && cfg_is_open(&t->tok[end]))
+                rc = d_health_block(p, d, end, close);
         } else if (cfg_is(d, "ready")) {
             rc = once(p, d, &seen.ready) || no_block(p, d, end, close) ||
                  d_health_ready(p, d, nargs, false);
@@ -459,8 +551,14 @@ static int parse_directives(struct pstate *p, struct srv_block *b, size_t i, siz
                     rc = -1;
                 }
             }
-        } else if (cfg_is(d, "reload") || cfg_is(d, "loop") || cfg_is(d, "import")) {
-            rc = perr(p, d, "%.*s: not supported yet", SHOW(d));
+        } else if (cfg_is(d, "loop")) {
+            rc = once(p, d, &seen.loop) || no_block(p, d, end, close);
+            if (!rc && nargs) rc = perr(p, &d[1], "loop: takes no arguments");
+            b->loop = true;
+        } else if (cfg_is(d, "timeouts")) {
+            rc = once(p, d, &seen.timeouts) || d_timeouts(p, b, d, nargs, end, close);
+        } else if (cfg_is(d, "reload")) {
+            rc = once(p, d, &seen.reload) || no_block(p, d, end, close) || d_reload(p, d, nargs);
         } else {
             rc = perr(p, d, "%.*s: unknown directive", SHOW(d));
         }
@@ -575,12 +673,7 @@ static int parse_block(struct pstate *p, size_t *pos, struct srv_block *b)
             size_t n = tk->len;
             bool comma = n > 0 && tk->text[n - 1] == ',';
             if (comma) n--;
-            if (k == i && i == *pos && !tk->quoted && n > 1 && tk->text[0] == '(' &&
-                tk->text[n - 1] == ')') {
-                rc = perr(p, tk, "%.*s: snippets are not supported yet", SHOW(tk));
-            } else if (k == i && i == *pos && cfg_is(tk, "import")) {
-                rc = perr(p, tk, "import: not supported yet");
-            } else if (!rc && n > 0) {
+            if (!rc && n > 0) {
                 rc = add_key(p, b, tk, tk->text, n, b->nzones == 0);
             } else if (!rc && !comma) {
                 rc = perr(p, tk, "empty server block key");
@@ -614,7 +707,7 @@ static int parse_block(struct pstate *p, size_t *pos, struct srv_block *b)
     } else {
         /* Without braces the block runs to the end: only as the file's only block. */
         if (rc) {
-            *pos = i; /* a bad key line (import, snippet): go on with the next line */
+            *pos = i; /* a bad key line: go on with the next line */
             return -1;
         }
         body = i;
@@ -649,7 +742,7 @@ int srv_config_parse(struct srv_config *cfg, const char *file, const char *text,
     struct cfg_tokens toks;
     struct cfg_error e;
     memset(&e, 0, sizeof e);
-    if (cfg_lex(&toks, cfg->file, text ? text : "", text ? len : 0, &e) != 0) {
+    if (cfg_lex_expand(&toks, cfg->file, text ? text : "", text ? len : 0, &e) != 0) {
         add_err(&p, &e);
         if (nerrs) *nerrs = p.nerrs < max ? p.nerrs : max;
         return -1;

@@ -4,10 +4,12 @@
  * Layout (all of it allocated once by l1_new; nothing is allocated by lookups or inserts):
  *
  *   slot table   open addressing, linear probing, a power of two >= 2 x (success + denial
- *                capacity) so the load stays <= 1/2. A slot is 32 bytes: the 64-bit key
+ *                capacity) so the load stays <= 1/2. A slot is 40 bytes: the 64-bit key
  *                (the caller's dns_key_hash, used as the hash itself), the loop time the
  *                entry was stored, its lifetime (the kind's clamped TTL), the offset of its
- *                record in the arena, its index in its kind's list and its kind (0: empty).
+ *                record in the arena, its index in its kind's list, its kind (0: empty),
+ *                flags (a cached SERVFAIL; a refresh in flight) and prefetch's frequency
+ *                window (the time of the last counted hit and the hits in the window).
  *                Deletion shifts later slots of the probe run back (no tombstones), so a
  *                miss stops at the first empty slot.
  *   kind lists   per kind (success, denial) a dense array of the slot indexes of its entries,
@@ -23,8 +25,8 @@
  *
  * Memory bound per cache: arena max(256 KiB, 2 KiB x (success + denial capacity)), at most
  * 2 GiB (32-bit offsets; its pages are touched only as the head first passes them) + slots
- * 32 B x pow2(2 x capacity) + 4 B x capacity for the lists + ~160 KiB of scratch for
- * inserts. With CoreDNS's defaults (9984 + 9984) that is 39 MiB + 2 MiB + 80 KiB + 160 KiB;
+ * 40 B x pow2(2 x capacity) + 4 B x capacity for the lists + ~160 KiB of scratch for
+ * inserts. With CoreDNS's defaults (9984 + 9984) that is 39 MiB + 2.5 MiB + 80 KiB + 160 KiB;
  * the server divides the capacities by the workers. A typical record (one or a few RRs) is
  * 100-300 bytes, so the count bounds bind long before the arena does; traffic of large
  * responses (DNSSEC, big TXT) makes the arena the bound instead, oldest first.
@@ -36,6 +38,17 @@
  * Time: `now` is the loop's clock in seconds. An entry stored at S with lifetime T is served
  * while now - S < T, with TTL T - floor(now - S) (CoreDNS: origTTL minus whole seconds
  * elapsed), or T itself with keepttl.
+ *
+ * serve_stale D: an entry stays until now - S >= T + D; past T it is served with TTL 0
+ * (CoreDNS's stale TTL; T with keepttl, as CoreDNS) and the caller is asked to refresh it
+ * (immediate), or asked to refresh first (verify). A cached SERVFAIL is never stale.
+ *
+ * prefetch N W P: CoreDNS's frequency window per entry: a fresh hit more than W seconds
+ * after the previous counted one restarts the count at 1, else adds 1. When the count is
+ * at least N and the remaining TTL is at most ceil(P% x T), the hit asks for a refresh.
+ * The count carries over when the key is stored again (the refresh's answer). One refresh
+ * per entry at a time: the REFRESHING flag is set when a lookup asks for one and cleared
+ * by l1_refresh_done (or when the entry is replaced).
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -47,227 +60,15 @@
 #define L1_ARENA_MIN       (256u * 1024u)
 #define L1_ARENA_MAX       (2048u * 1024u * 1024u)
 #define L1_BYTES_PER_ENTRY 2048u
-#define L1_CAP_MAX         16777216u   /* entries per kind: keeps every index in 32 bits */
-#define L1_TTL_MAX         2147483647u /* RFC 2181 §8 */
-
-/* ---- options -------------------------------------------------------------------------- */
-
-void l1_opts_init(struct l1_opts *o)
-{
-    memset(o, 0, sizeof *o);
-    o->success_cap = 9984;
-    o->success_max_ttl = 3600;
-    o->success_min_ttl = 5;
-    o->denial_cap = 9984;
-    o->denial_max_ttl = 1800;
-    o->denial_min_ttl = 5;
-}
-
-__attribute__((format(printf, 3, 4))) static int
-l1_fail(struct cfg_error *err, const struct cfg_token *at, const char *fmt, ...)
-{
-    char m[sizeof err->msg];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(m, sizeof m, fmt, ap);
-    va_end(ap);
-    for (char *p = m; *p; p++)
-        if ((unsigned char)*p < 0x20 || (unsigned char)*p == 0x7f) *p = '?';
-    cfg_error_at(err, at, "cache: %s", m);
-    return -1;
-}
-
-/* A token for a message: at most 64 bytes. */
-static const char *l1_show(const struct cfg_token *t, char buf[72])
-{
-    if (t->len > 64)
-        snprintf(buf, 72, "%.64s...", t->text);
-    else
-        snprintf(buf, 72, "%s", t->text);
-    return buf;
-}
-
-/* Whether the token reads as an integer the way Go's strconv.Atoi does: an optional sign and
- * decimal digits. Such a token right after `cache` is its TTL, never a zone. */
-static bool l1_is_int(const struct cfg_token *t)
-{
-    size_t i = (t->len > 0 && (t->text[0] == '+' || t->text[0] == '-')) ? 1 : 0;
-    if (i == t->len) return false;
-    for (; i < t->len; i++)
-        if (t->text[i] < '0' || t->text[i] > '9') return false;
-    return true;
-}
-
-enum l1_num { L1_NUM_OK, L1_NUM_SYNTAX, L1_NUM_NEGATIVE, L1_NUM_RANGE };
-
-/* An integer token in [0, max]; a leading '+' is accepted as Atoi does. */
-static enum l1_num l1_uint(const struct cfg_token *t, uint32_t max, uint32_t *out)
-{
-    if (!l1_is_int(t)) return L1_NUM_SYNTAX;
-    size_t i = 0;
-    bool neg = t->text[0] == '-';
-    if (t->text[0] == '+' || neg) i = 1;
-    uint64_t v = 0;
-    for (; i < t->len; i++) {
-        v = v * 10 + (uint64_t)(t->text[i] - '0');
-        if (v > (uint64_t)max + 1) v = (uint64_t)max + 1; /* saturate: still "too large" */
-    }
-    if (neg && v != 0) return L1_NUM_NEGATIVE;
-    if (v > max) return L1_NUM_RANGE;
-    *out = (uint32_t)v;
-    return L1_NUM_OK;
-}
-
-/* A TTL argument: whole seconds, 1..2^31-1 (`what` names it in messages; the property's
- * name leads them, none for the TTL right after `cache`). */
-static int l1_ttl_arg(struct cfg_error *err, const struct cfg_token *d, const char *what,
-                      const struct cfg_token *a, bool zero_ok, uint32_t *out)
-{
-    char b[72], who[80] = "";
-    if (!cfg_is(d, "cache")) snprintf(who, sizeof who, "%s: ", d->text);
-    switch (l1_uint(a, L1_TTL_MAX, out)) {
-    case L1_NUM_OK: break;
-    case L1_NUM_SYNTAX:
-        return l1_fail(err, d, "%s%s \"%s\" is not a whole number of seconds", who, what,
-                       l1_show(a, b));
-    case L1_NUM_NEGATIVE:
-        return l1_fail(err, d, "%s%s %s can not be negative", who, what, l1_show(a, b));
-    case L1_NUM_RANGE:
-        return l1_fail(err, d, "%s%s %s is over %u", who, what, l1_show(a, b), L1_TTL_MAX);
-    }
-    if (*out == 0 && !zero_ok)
-        return l1_fail(err, d, "%s%s can not be zero or negative", who, what);
-    return 0;
-}
-
-/* `success|denial CAPACITY [TTL] [MINTTL]`. */
-static int l1_kind_line(struct cfg_error *err, const struct cfg_token *d, const struct cfg_token *a,
-                        size_t n, unsigned *cap, uint32_t *max_ttl, uint32_t *min_ttl)
-{
-    char b[72];
-    if (n == 0) return l1_fail(err, d, "%s: missing CAPACITY [TTL] [MINTTL]", d->text);
-    if (n > 3)
-        return l1_fail(err, d, "%s: too many arguments (expected CAPACITY [TTL] [MINTTL])",
-                       d->text);
-    uint32_t v = 0;
-    switch (l1_uint(&a[0], L1_CAP_MAX, &v)) {
-    case L1_NUM_OK: break;
-    case L1_NUM_SYNTAX:
-        return l1_fail(err, d, "%s: CAPACITY \"%s\" is not a whole number", d->text,
-                       l1_show(&a[0], b));
-    case L1_NUM_NEGATIVE:
-        return l1_fail(err, d, "%s: CAPACITY %s can not be negative", d->text, l1_show(&a[0], b));
-    case L1_NUM_RANGE:
-        return l1_fail(err, d, "%s: CAPACITY %s is over %u", d->text, l1_show(&a[0], b),
-                       L1_CAP_MAX);
-    }
-    uint32_t max = *max_ttl, min = *min_ttl;
-    if (n > 1 && l1_ttl_arg(err, d, "TTL", &a[1], false, &max)) return -1;
-    if (n > 2 && l1_ttl_arg(err, d, "MINTTL", &a[2], true, &min)) return -1;
-    *cap = v;
-    *max_ttl = max;
-    *min_ttl = min;
-    return 0;
-}
-
-static int l1_zones(struct cfg_error *err, const struct cfg_token *d, const struct cfg_token *a,
-                    size_t n, struct l1_opts *o)
-{
-    char b[72];
-    const size_t max = sizeof o->zones / sizeof o->zones[0];
-    for (size_t i = 0; i < n; i++) {
-        char z[DNS_ZONE_TEXT_MAX];
-        const char *why = dns_zone_normalize(a[i].text, a[i].len, z);
-        if (why) return l1_fail(err, d, "bad zone \"%s\": %s", l1_show(&a[i], b), why);
-        bool dup = false;
-        for (size_t k = 0; k < o->nzones && !dup; k++) dup = strcmp(o->zones[k], z) == 0;
-        if (dup) continue;
-        if (o->nzones >= max) return l1_fail(err, d, "too many zones (at most %zu)", max);
-        memcpy(o->zones[o->nzones++], z, strlen(z) + 1);
-    }
-    return 0;
-}
-
-/* CoreDNS options that come with a later issue: refused by name, never ignored. */
-static const char *const l1_later[] = {"prefetch", "serve_stale", "servfail", "disable"};
-
-static int l1_block(struct cfg_error *err, const struct cfg_tokens *t, size_t open, size_t close,
-                    struct l1_opts *o)
-{
-    char b[72];
-    size_t i = open + 1;
-    while (i < close) {
-        const struct cfg_token *d = &t->tok[i];
-        if (cfg_is_open(d)) return l1_fail(err, d, "unexpected '{' (expected a property)");
-        struct cfg_cursor cc = {t, i};
-        size_t end = cfg_args_end(&cc);
-        if (end < close && cfg_is_open(&t->tok[end]))
-            return l1_fail(err, d, "%s: takes no block", l1_show(d, b));
-        const struct cfg_token *a = &t->tok[i + 1];
-        size_t n = end - i - 1;
-        if (cfg_is(d, "success")) {
-            if (l1_kind_line(err, d, a, n, &o->success_cap, &o->success_max_ttl,
-                             &o->success_min_ttl))
-                return -1;
-        } else if (cfg_is(d, "denial")) {
-            if (l1_kind_line(err, d, a, n, &o->denial_cap, &o->denial_max_ttl, &o->denial_min_ttl))
-                return -1;
-        } else if (cfg_is(d, "keepttl")) {
-            if (n) return l1_fail(err, d, "keepttl: takes no arguments");
-            o->keepttl = true;
-        } else {
-            for (size_t k = 0; k < sizeof l1_later / sizeof l1_later[0]; k++)
-                if (cfg_is(d, l1_later[k]))
-                    return l1_fail(err, d, "%s is not supported yet", l1_later[k]);
-            return l1_fail(err, d, "unknown property \"%s\"", l1_show(d, b));
-        }
-        i = end;
-    }
-    return 0;
-}
-
-int l1_opts_parse(struct cfg_cursor *c, struct l1_opts *o, struct cfg_error *err)
-{
-    l1_opts_init(o);
-    char b[72];
-    const struct cfg_tokens *t = c->t;
-    const struct cfg_token *d = cfg_cur(c);
-    if (!d) return l1_fail(err, NULL, "missing directive");
-    if (!cfg_is(d, "cache"))
-        return l1_fail(err, d, "expected the cache directive, not \"%s\"", l1_show(d, b));
-    snprintf(o->file, sizeof o->file, "%s", d->file ? d->file : "");
-    o->line = d->line;
-
-    size_t end = cfg_args_end(c);
-    size_t next = end, open = SIZE_MAX, close = SIZE_MAX;
-    if (end < t->n && cfg_is_open(&t->tok[end])) {
-        open = end;
-        close = cfg_block_end(t, open);
-        if (close >= t->n) {
-            c->pos = t->n;
-            return l1_fail(err, &t->tok[open], "missing '}' to close the block opened here");
-        }
-        next = close + 1;
-    }
-    c->pos = next;
-
-    const struct cfg_token *a = d + 1;
-    size_t n = end - (size_t)(d - t->tok) - 1;
-    if (n > 0 && l1_is_int(&a[0])) {
-        uint32_t ttl = 0;
-        if (l1_ttl_arg(err, d, "TTL", &a[0], false, &ttl)) return -1;
-        o->success_max_ttl = o->denial_max_ttl = ttl;
-        a++;
-        n--;
-    }
-    if (l1_zones(err, d, a, n, o)) return -1;
-    if (open != SIZE_MAX && l1_block(err, t, open, close, o)) return -1;
-    return 0;
-}
 
 /* ---- the cache ----------------------------------------------------------------------- */
 
 enum { L1_KINDS = 3 }; /* indexed by enum dns_kind; NONE (0) marks an empty slot */
+
+enum {
+    L1_F_SERVFAIL = 1,   /* a cached SERVFAIL: fixed lifetime, never stale, never prefetched */
+    L1_F_REFRESHING = 2, /* a refresh asked by a lookup is in flight */
+};
 
 struct l1_slot {
     uint64_t key;
@@ -275,7 +76,10 @@ struct l1_slot {
     uint32_t ttl;  /* lifetime: the kind's clamped TTL, seconds */
     uint32_t off;  /* record offset in the arena */
     uint32_t pos;  /* index in list[kind] */
+    float last;    /* prefetch: the last counted hit, seconds after `stored` (< 0: before) */
+    uint16_t hits; /* prefetch: hits counted in the window (0: none yet) */
     uint8_t kind;  /* enum dns_kind; DNS_KIND_NONE: empty */
+    uint8_t flags; /* L1_F_* */
 };
 
 /* A record in the arena, 8-aligned: this header, rr[nrr], then len message bytes. */
@@ -296,6 +100,11 @@ struct l1_cache {
     size_t n[L1_KINDS], cap[L1_KINDS];
     uint32_t min_ttl[L1_KINDS], max_ttl[L1_KINDS];
     bool keepttl;
+    unsigned prefetch, prefetch_pct;
+    double prefetch_window;
+    uint32_t stale; /* seconds; 0: off */
+    bool stale_verify;
+    uint32_t servfail_ttl;
 
     uint8_t *arena;
     size_t size;    /* arena bytes */
@@ -339,6 +148,12 @@ struct l1_cache *l1_new(const struct l1_opts *o)
     c->max_ttl[DNS_KIND_NEGATIVE] = o->denial_max_ttl;
     c->min_ttl[DNS_KIND_NEGATIVE] = o->denial_min_ttl;
     c->keepttl = o->keepttl;
+    c->prefetch = o->prefetch;
+    c->prefetch_window = o->prefetch_window;
+    c->prefetch_pct = o->prefetch_pct;
+    c->stale = o->stale;
+    c->stale_verify = o->stale_verify;
+    c->servfail_ttl = o->servfail_ttl;
 
     size_t total = (size_t)o->success_cap + o->denial_cap;
     size_t slots = 16;
@@ -457,14 +272,26 @@ static inline uint64_t l1_rand(struct l1_cache *c)
     return x * 0x2545F4914F6CDD1Dull;
 }
 
-bool l1_insert(struct l1_cache *c, uint64_t key, const struct dns_question *q, const uint8_t *msg,
-               size_t len, uint32_t ttl, enum dns_kind kind, double now)
+/* Seconds since the entry was stored (0 when the clock stepped back: count from now). */
+static inline double l1_age(const struct l1_slot *s, double now)
 {
-    if (kind != DNS_KIND_POSITIVE && kind != DNS_KIND_NEGATIVE) return false;
-    if (c->cap[kind] == 0) return false;
-    uint32_t life = dns_ttl_clamp(ttl, c->min_ttl[kind], c->max_ttl[kind]);
-    if (life == 0) return false;
+    double age = now - s->stored;
+    return age >= 0 ? age : 0;
+}
 
+/* Whether the entry can still answer at `age`: fresh, or (answers only) within serve_stale. */
+static inline bool l1_servable(const struct l1_cache *c, const struct l1_slot *s, double age)
+{
+    double limit = (double)s->ttl;
+    if (!(s->flags & L1_F_SERVFAIL)) limit += (double)c->stale;
+    return age < limit;
+}
+
+/* Stores msg for q under key with lifetime `life` (> 0), kind and flags. */
+static bool l1_store(struct l1_cache *c, uint64_t key, const struct dns_question *q,
+                     const uint8_t *msg, size_t len, enum dns_kind kind, uint32_t life,
+                     uint8_t flags, double now)
+{
     /* The response must answer exactly q; truncated responses are never kept. */
     struct dns_msg m;
     if (dns_msg_parse(&m, msg, len, c->rrs, DNS_RR_MAX) != DNS_OK) return false;
@@ -495,8 +322,16 @@ bool l1_insert(struct l1_cache *c, uint64_t key, const struct dns_question *q, c
     need = (need + 7) & ~(size_t)7;
     if (need > c->size) return false;
 
+    /* The key's prefetch count carries over to its new answer (CoreDNS does so after a
+     * prefetch), as the absolute time of its last counted hit. */
+    uint16_t hits = 0;
+    double last = now;
     size_t i = l1_find(c, key);
-    if (i != SIZE_MAX) l1_remove(c, i);
+    if (i != SIZE_MAX) {
+        hits = c->slot[i].hits;
+        last = c->slot[i].stored + (double)c->slot[i].last;
+        l1_remove(c, i);
+    }
     if (c->n[kind] >= c->cap[kind]) {
         uint32_t victim = c->list[kind][l1_rand(c) % c->n[kind]];
         l1_remove(c, victim);
@@ -530,35 +365,52 @@ bool l1_insert(struct l1_cache *c, uint64_t key, const struct dns_question *q, c
     s->ttl = life;
     s->off = (uint32_t)off;
     s->kind = (uint8_t)kind;
+    s->flags = flags;
+    s->hits = hits;
+    s->last = (float)(last - now);
     s->pos = (uint32_t)c->n[kind];
     c->list[kind][c->n[kind]++] = (uint32_t)i;
     return true;
 }
 
-bool l1_lookup(struct l1_cache *c, uint64_t key, const struct dns_question *q, double now,
-               uint16_t our_udp, bool tcp, uint8_t *out, size_t cap, size_t *out_len)
+bool l1_insert(struct l1_cache *c, uint64_t key, const struct dns_question *q, const uint8_t *msg,
+               size_t len, uint32_t ttl, enum dns_kind kind, double now)
 {
-    size_t i = l1_find(c, key);
-    if (i == SIZE_MAX) goto miss;
-    const struct l1_slot *s = &c->slot[i];
-    double age = now - s->stored;
-    if (!(age >= 0)) age = 0; /* the clock stepped back: count from now */
-    if (age >= (double)s->ttl) {
-        l1_remove(c, i);
-        goto miss;
-    }
-    struct l1_rec *r = l1_rec_at(c, s->off);
-    uint8_t *buf = l1_rec_msg(r);
-    /* Same key, other question (a hash collision, or DO/CD/type/class): a miss, and the
-     * entry stays for the question it answers. */
-    if (r->qtype != q->qtype || r->qclass != q->qclass || r->do_bit != q->do_bit ||
-        r->cd != q->cd || (size_t)r->qend - 4 - DNS_HEADER_LEN != q->name_len ||
-        memcmp(buf + DNS_HEADER_LEN, q->name_lc, q->name_len) != 0)
-        goto miss;
+    if (kind != DNS_KIND_POSITIVE && kind != DNS_KIND_NEGATIVE) return false;
+    if (c->cap[kind] == 0) return false;
+    uint32_t life = dns_ttl_clamp(ttl, c->min_ttl[kind], c->max_ttl[kind]);
+    if (life == 0) return false;
+    return l1_store(c, key, q, msg, len, kind, life, 0, now);
+}
 
+bool l1_insert_servfail(struct l1_cache *c, uint64_t key, const struct dns_question *q,
+                        const uint8_t *msg, size_t len, double now)
+{
+    if (c->servfail_ttl == 0 || c->cap[DNS_KIND_NEGATIVE] == 0) return false;
+    if (len < DNS_HEADER_LEN || (msg[3] & DNS_F_RCODE_MASK) != DNS_RCODE_SERVFAIL) return false;
+    size_t i = l1_find(c, key);
+    if (i != SIZE_MAX && !(c->slot[i].flags & L1_F_SERVFAIL) &&
+        l1_servable(c, &c->slot[i], l1_age(&c->slot[i], now)))
+        return false; /* what serve_stale (or the cache) can still answer stays */
+    return l1_store(c, key, q, msg, len, DNS_KIND_NEGATIVE, c->servfail_ttl, L1_F_SERVFAIL, now);
+}
+
+/* Whether the record answers q (same key, but maybe another question: a hash collision, or
+ * DO/CD/type/class). */
+static inline bool l1_matches(struct l1_rec *r, const struct dns_question *q)
+{
+    return r->qtype == q->qtype && r->qclass == q->qclass && r->do_bit == q->do_bit &&
+           r->cd == q->cd && (size_t)r->qend - 4 - DNS_HEADER_LEN == q->name_len &&
+           memcmp(l1_rec_msg(r) + DNS_HEADER_LEN, q->name_lc, q->name_len) == 0;
+}
+
+/* The reply for q from the record, every RR with `ttl`. */
+static bool l1_reply(struct l1_rec *r, const struct dns_question *q, uint32_t ttl, uint16_t our_udp,
+                     bool tcp, uint8_t *out, size_t cap, size_t *out_len)
+{
     struct dns_msg m;
     memset(&m, 0, sizeof m);
-    m.buf = buf;
+    m.buf = l1_rec_msg(r);
     m.len = r->len;
     m.flags = r->flags;
     memcpy(m.count, r->count, sizeof m.count);
@@ -570,11 +422,97 @@ bool l1_lookup(struct l1_cache *c, uint64_t key, const struct dns_question *q, d
     m.nrr = r->nrr;
     m.opt = -1;
     m.compressed = r->compressed;
-    uint32_t ttl = c->keepttl ? s->ttl : s->ttl - (uint32_t)age;
-    if (dns_reply_build(out, cap, out_len, &m, q, ttl, our_udp, tcp) != DNS_OK) goto miss;
-    c->hits++;
+    return dns_reply_build(out, cap, out_len, &m, q, ttl, our_udp, tcp) == DNS_OK;
+}
+
+/* The TTL a reply from slot s carries at `age`: the remaining whole seconds, 0 once stale,
+ * the stored lifetime with keepttl (CoreDNS fakes its clock back to the store time). */
+static inline uint32_t l1_reply_ttl(const struct l1_cache *c, const struct l1_slot *s, double age)
+{
+    if (c->keepttl) return s->ttl;
+    if (age >= (double)s->ttl) return 0;
+    return s->ttl - (uint32_t)age;
+}
+
+/* prefetch: counts a fresh hit in the entry's frequency window and says whether a refresh
+ * is due (CoreDNS's shouldPrefetch); fills the L2 threshold. */
+static bool l1_prefetch_due(const struct l1_cache *c, struct l1_slot *s, double now, double age,
+                            uint32_t *l2_above)
+{
+    double last = s->stored + (double)s->last;
+    if (s->hits == 0 || now - last > c->prefetch_window)
+        s->hits = 1;
+    else if (s->hits < UINT16_MAX)
+        s->hits++;
+    s->last = (float)(now - s->stored);
+    uint32_t remaining = s->ttl - (uint32_t)age;
+    uint32_t threshold = (uint32_t)(((uint64_t)c->prefetch_pct * s->ttl + 99) / 100);
+    if (s->hits < c->prefetch || remaining > threshold) return false;
+    *l2_above = remaining + threshold;
     return true;
+}
+
+enum l1_status l1_lookup(struct l1_cache *c, uint64_t key, const struct dns_question *q, double now,
+                         uint16_t our_udp, bool tcp, uint8_t *out, size_t cap, size_t *out_len,
+                         struct l1_hit *hit)
+{
+    size_t i = l1_find(c, key);
+    if (i == SIZE_MAX) goto miss;
+    struct l1_slot *s = &c->slot[i];
+    double age = l1_age(s, now);
+    if (!l1_servable(c, s, age)) {
+        l1_remove(c, i);
+        goto miss;
+    }
+    struct l1_rec *r = l1_rec_at(c, s->off);
+    /* Same key, other question: a miss, and the entry stays for the question it answers. */
+    if (!l1_matches(r, q)) goto miss;
+
+    bool stale = age >= (double)s->ttl;
+    if (hit) {
+        hit->kind = (enum dns_kind)s->kind;
+        hit->refresh = false;
+        hit->l2_above = 0;
+    }
+    if (stale && c->stale_verify) {
+        c->hits++;
+        return L1_VERIFY;
+    }
+    if (!l1_reply(r, q, l1_reply_ttl(c, s, age), our_udp, tcp, out, cap, out_len)) goto miss;
+    c->hits++;
+    if (!hit) return stale ? L1_STALE : L1_HIT;
+    if (stale) {
+        if (!(s->flags & L1_F_REFRESHING)) {
+            s->flags |= L1_F_REFRESHING;
+            hit->refresh = true;
+        }
+        return L1_STALE;
+    }
+    if (c->prefetch && !(s->flags & L1_F_SERVFAIL) &&
+        l1_prefetch_due(c, s, now, age, &hit->l2_above) && !(s->flags & L1_F_REFRESHING)) {
+        s->flags |= L1_F_REFRESHING;
+        hit->refresh = true;
+    }
+    return L1_HIT;
 miss:
     c->misses++;
-    return false;
+    return L1_MISS;
+}
+
+bool l1_lookup_stale(struct l1_cache *c, uint64_t key, const struct dns_question *q, double now,
+                     uint16_t our_udp, bool tcp, uint8_t *out, size_t cap, size_t *out_len)
+{
+    size_t i = l1_find(c, key);
+    if (i == SIZE_MAX) return false;
+    const struct l1_slot *s = &c->slot[i];
+    double age = l1_age(s, now);
+    struct l1_rec *r = l1_rec_at(c, s->off);
+    if (!l1_servable(c, s, age) || !l1_matches(r, q)) return false;
+    return l1_reply(r, q, l1_reply_ttl(c, s, age), our_udp, tcp, out, cap, out_len);
+}
+
+void l1_refresh_done(struct l1_cache *c, uint64_t key)
+{
+    size_t i = l1_find(c, key);
+    if (i != SIZE_MAX) c->slot[i].flags &= (uint8_t)~L1_F_REFRESHING;
 }

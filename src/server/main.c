@@ -5,9 +5,16 @@
  *
  * Without -conf: ./Corefile when it exists, else the embedded default. -check parses the
  * file, loads every redis_cache's TLS files, prints every error as FILE:LINE: NAME: WHAT and
- * exits 1 (0 and "Syntax OK" when clean). SIGTERM/SIGINT: the workers stop reading and
+ * exits 1 (0 and "Syntax OK" when clean).
+ *
+ * Signals: SIGTERM/SIGINT: after `health { lameduck D }` (D more seconds of serving, /health
+ * still 200, /ready 503; a second signal cuts it short), the workers stop reading and
  * accepting, finish in-flight queries and pending Redis writes within 2 s, and the process
- * exits 0.
+ * exits 0. SIGHUP/SIGUSR1, and the `reload` directive's timer when the file's checksum
+ * changed: the Corefile is read and checked again (TLS files included), HTTP listeners of
+ * new addresses are opened, then the workers swap (srv_runtime_reload); any failure is
+ * logged as "[ERROR] reload: FILE:LINE: NAME: WHAT" and the old configuration keeps
+ * serving. A file the timer found broken is reported once, until it changes again.
  */
 #include <errno.h>
 #include <ev.h>
@@ -15,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "plugin/plugin.h"
@@ -67,42 +75,53 @@ static char *read_file(const char *path, size_t *len)
     return buf;
 }
 
-/* ---- HTTP ---------------------------------------------------------------------------------- */
+/* ---- the application ------------------------------------------------------------------- */
 
 enum http_kind { HTTP_METRICS = 1, HTTP_HEALTH = 2, HTTP_READY = 4 };
+#define HTTP_MAX (SRV_LISTENERS_MAX + 2)
+
+struct app;
+
+/* One HTTP listener: an address and the endpoints it serves (heap: the handler's priv). */
+struct http_site {
+    struct app *app;
+    struct srv_http_addr addr;
+    unsigned kinds;
+    struct srv_http *h;
+};
 
 struct app {
-    struct srv_config cfg;
+    const char *conf; /* the file reloads read; NULL: the embedded default */
+    const char *name; /* for messages */
     struct srv_runtime *rt;
     struct srv_stats sum;
     struct ev_loop *loop;
-    struct srv_http *http[SRV_LISTENERS_MAX + 2];
+    struct http_site *http[HTTP_MAX];
     size_t nhttp;
-    bool ready, stopping;
-    ev_signal sigterm, sigint;
+    bool ready, stopping, lameduck;
+    uint64_t checksum, bad_checksum; /* of the file serving now; of the last broken one */
+    unsigned seed;
+    ev_signal sigterm, sigint, sighup, sigusr1;
+    ev_timer reload_timer, lameduck_timer;
 };
 
-struct http_ep {
-    struct app *app;
-    unsigned kinds;
-};
-static struct http_ep http_eps[SRV_LISTENERS_MAX + 2];
+/* ---- HTTP ---------------------------------------------------------------------------------- */
 
 static int on_http(void *priv, const char *path, void (*append)(void *ctx, const char *s, size_t n),
                    void *ctx)
 {
-    struct http_ep *ep = priv;
-    struct app *a = ep->app;
-    if ((ep->kinds & HTTP_METRICS) && strcmp(path, "/metrics") == 0) {
+    struct http_site *site = priv;
+    struct app *a = site->app;
+    if ((site->kinds & HTTP_METRICS) && strcmp(path, "/metrics") == 0) {
         srv_runtime_collect(a->rt, &a->sum);
-        srv_metrics_write(&a->cfg, &a->sum, append, ctx);
+        srv_metrics_write(srv_runtime_config(a->rt), &a->sum, append, ctx);
         return 200;
     }
-    if ((ep->kinds & HTTP_HEALTH) && strcmp(path, "/health") == 0) {
-        append(ctx, "OK", 2);
+    if ((site->kinds & HTTP_HEALTH) && strcmp(path, "/health") == 0) {
+        append(ctx, "OK", 2); /* also during lameduck, as CoreDNS */
         return 200;
     }
-    if ((ep->kinds & HTTP_READY) && strcmp(path, "/ready") == 0) {
+    if ((site->kinds & HTTP_READY) && strcmp(path, "/ready") == 0) {
         if (!a->ready || a->stopping) {
             append(ctx, "not ready", 9);
             return 503;
@@ -119,82 +138,144 @@ static bool http_same(const struct srv_http_addr *a, const struct srv_http_addr 
     return a->port == b->port && strcmp(a->host, b->host) == 0;
 }
 
-/* One listener per distinct address; one address may serve several endpoints. */
-static struct srv_http_addr http_addrs[SRV_LISTENERS_MAX + 2];
-
-static void http_add(struct app *a, const struct srv_http_addr *addr, unsigned kind)
+/* The listeners cfg asks for: one per distinct address, serving one or more endpoints. */
+static size_t http_wanted(const struct srv_config *cfg, struct http_site *out)
 {
-    for (size_t i = 0; i < a->nhttp; i++)
-        if (http_same(&http_addrs[i], addr)) {
-            http_eps[i].kinds |= kind;
-            return;
+    size_t n = 0;
+    struct {
+        const struct srv_http_addr *addr;
+        unsigned kind;
+    } want[HTTP_MAX];
+    size_t nw = 0;
+    for (size_t i = 0; i < cfg->nprometheus && nw < HTTP_MAX; i++)
+        want[nw].addr = &cfg->prometheus[i], want[nw++].kind = HTTP_METRICS;
+    if (cfg->has_health && nw < HTTP_MAX)
+        want[nw].addr = &cfg->health, want[nw++].kind = HTTP_HEALTH;
+    if (cfg->has_ready && nw < HTTP_MAX) want[nw].addr = &cfg->ready, want[nw++].kind = HTTP_READY;
+    for (size_t i = 0; i < nw; i++) {
+        size_t j;
+        for (j = 0; j < n; j++)
+            if (http_same(&out[j].addr, want[i].addr)) break;
+        if (j == n) {
+            memset(&out[n], 0, sizeof out[n]);
+            out[n++].addr = *want[i].addr;
         }
-    if (a->nhttp == SRV_LISTENERS_MAX + 2) return;
-    http_addrs[a->nhttp] = *addr;
-    http_eps[a->nhttp].app = a;
-    http_eps[a->nhttp].kinds = kind;
-    a->nhttp++;
+        out[j].kinds |= want[i].kind;
+    }
+    return n;
 }
 
-static int http_start(struct app *a)
+static void http_close(struct http_site *s)
 {
-    for (size_t i = 0; i < a->cfg.nprometheus; i++)
-        http_add(a, &a->cfg.prometheus[i], HTTP_METRICS);
-    if (a->cfg.has_health) http_add(a, &a->cfg.health, HTTP_HEALTH);
-    if (a->cfg.has_ready) http_add(a, &a->cfg.ready, HTTP_READY);
-    for (size_t i = 0; i < a->nhttp; i++) {
-        char err[256];
-        a->http[i] = srv_http_new(a->loop, &http_addrs[i], on_http, &http_eps[i], err, sizeof err);
-        if (!a->http[i]) {
-            fprintf(stderr, "[FATAL] listen http %s:%u: %s\n", http_addrs[i].host,
-                    http_addrs[i].port, err);
+    if (!s) return;
+    if (s->h) srv_http_free(s->h);
+    free(s);
+}
+
+/* Prepares the listener set for cfg in next[]: a listener whose address stays is reused (its
+ * endpoints updated only by http_commit), new addresses are opened now. -1 (new ones closed)
+ * with err on a bind error. */
+static int http_prepare(struct app *a, const struct srv_config *cfg, struct http_site **next,
+                        size_t *nnext, char *err, size_t errlen)
+{
+    struct http_site want[HTTP_MAX];
+    size_t n = http_wanted(cfg, want);
+    for (size_t i = 0; i < n; i++) {
+        next[i] = NULL;
+        for (size_t j = 0; j < a->nhttp; j++)
+            if (http_same(&a->http[j]->addr, &want[i].addr)) next[i] = a->http[j];
+        if (next[i]) continue;
+        struct http_site *s = calloc(1, sizeof *s);
+        char e[256] = "";
+        if (s) {
+            *s = want[i];
+            s->app = a;
+            s->h = srv_http_new(a->loop, &s->addr, on_http, s, e, sizeof e);
+        }
+        if (!s || !s->h) {
+            snprintf(err, errlen, "listen http %s:%u: %s", want[i].addr.host, want[i].addr.port,
+                     s ? e : "out of memory");
+            free(s);
+            for (size_t k = 0; k < i; k++) {
+                bool old = false;
+                for (size_t j = 0; j < a->nhttp; j++) old |= a->http[j] == next[k];
+                if (!old) http_close(next[k]);
+            }
             return -1;
         }
+        next[i] = s;
     }
+    *nnext = n; /* the endpoints of reused listeners change at http_commit */
     return 0;
 }
 
-/* ---- signals ------------------------------------------------------------------------------- */
-
-static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
+static unsigned http_kinds_for(const struct srv_config *cfg, const struct http_site *s)
 {
-    (void)revents;
-    struct app *a = w->data;
-    if (a->stopping) return;
-    a->stopping = true;
-    fprintf(stderr, "[INFO] signal %d: shutting down\n", w->signum);
-    ev_break(loop, EVBREAK_ALL);
+    struct http_site want[HTTP_MAX];
+    size_t n = http_wanted(cfg, want);
+    for (size_t i = 0; i < n; i++)
+        if (http_same(&want[i].addr, &s->addr)) return want[i].kinds;
+    return 0;
 }
 
-/* ---- -check and loading ---------------------------------------------------------------------- */
+/* Makes next[] the listener set: endpoints updated, listeners not in it closed. */
+static void http_commit(struct app *a, const struct srv_config *cfg, struct http_site **next,
+                        size_t nnext)
+{
+    for (size_t j = 0; j < a->nhttp; j++) {
+        bool kept = false;
+        for (size_t i = 0; i < nnext; i++) kept |= next[i] == a->http[j];
+        if (!kept) http_close(a->http[j]);
+    }
+    for (size_t i = 0; i < nnext; i++) {
+        next[i]->kinds = http_kinds_for(cfg, next[i]);
+        a->http[i] = next[i];
+    }
+    a->nhttp = nnext;
+}
 
-static int load_config(struct srv_config *cfg, const char *conf, bool check)
+/* Undoes http_prepare: closes the listeners it opened. */
+static void http_abort(struct app *a, struct http_site **next, size_t nnext)
+{
+    for (size_t i = 0; i < nnext; i++) {
+        bool old = false;
+        for (size_t j = 0; j < a->nhttp; j++) old |= a->http[j] == next[i];
+        if (!old) http_close(next[i]);
+    }
+}
+
+/* ---- loading ----------------------------------------------------------------------------- */
+
+/* Reads and checks the Corefile (path NULL: the embedded default), TLS files included.
+ * Prints every error as `prefix` + "FILE:LINE: NAME: WHAT". Returns the heap config or
+ * NULL; *sum gets the text's checksum (also when it does not parse). */
+static struct srv_config *load_config(const char *path, const char *name, const char *prefix,
+                                      uint64_t *sum)
 {
     char *text = NULL;
     size_t len = 0;
-    const char *name;
-    if (conf) {
-        name = conf;
-        text = read_file(conf, &len);
+    if (path) {
+        text = read_file(path, &len);
         if (!text) {
-            fprintf(stderr, "%s: %s\n", conf, strerror(errno));
-            return -1;
-        }
-    } else if (access("Corefile", F_OK) == 0) {
-        name = "Corefile";
-        text = read_file("Corefile", &len);
-        if (!text) {
-            fprintf(stderr, "Corefile: %s\n", strerror(errno));
-            return -1;
+            fprintf(stderr, "%s%s: %s\n", prefix, path, strerror(errno));
+            return NULL;
         }
     } else {
-        name = "<default Corefile>";
         len = strlen(srv_default_corefile);
         text = malloc(len + 1);
-        if (!text) return -1;
+        if (!text) return NULL;
         memcpy(text, srv_default_corefile, len + 1);
     }
-    static struct cfg_error errs[ERRS_MAX];
+    if (sum) *sum = srv_reload_checksum(text, len);
+    struct srv_config *cfg = calloc(1, sizeof *cfg);
+    struct cfg_error *errs = calloc(ERRS_MAX, sizeof *errs);
+    if (!cfg || !errs) {
+        fprintf(stderr, "%s%s: out of memory\n", prefix, name);
+        free(text);
+        free(cfg);
+        free(errs);
+        return NULL;
+    }
     size_t nerrs = 0;
     int rc = srv_config_parse(cfg, name, text, len, errs, ERRS_MAX, &nerrs);
     free(text);
@@ -202,11 +283,14 @@ static int load_config(struct srv_config *cfg, const char *conf, bool check)
     if (rc != 0) {
         for (size_t i = 0; i < nerrs; i++) {
             cfg_error_format(&errs[i], line, sizeof line);
-            fprintf(stderr, "%s\n", line);
+            fprintf(stderr, "%s%s\n", prefix, line);
         }
-        if (!nerrs) fprintf(stderr, "%s: invalid configuration\n", name);
-        return -1;
+        if (!nerrs) fprintf(stderr, "%s%s: invalid configuration\n", prefix, name);
+        free(errs);
+        free(cfg);
+        return NULL;
     }
+    free(errs);
     int bad = 0;
     for (size_t b = 0; b < cfg->nblocks; b++) {
         if (!cfg->blocks[b].redis_cache) continue;
@@ -214,17 +298,142 @@ static int load_config(struct srv_config *cfg, const char *conf, bool check)
         memset(&e, 0, sizeof e);
         if (rcp_config_check_files(cfg->blocks[b].redis_cache, &e) != 0) {
             cfg_error_format(&e, line, sizeof line);
-            fprintf(stderr, "%s\n", line);
+            fprintf(stderr, "%s%s\n", prefix, line);
             bad = 1;
         }
     }
-    (void)check;
     if (bad) {
         srv_config_free(cfg);
-        return -1;
+        free(cfg);
+        return NULL;
     }
-    return 0;
+    return cfg;
 }
+
+/* ---- reload -------------------------------------------------------------------------------- */
+
+static void reload_timer_arm(struct app *a)
+{
+    const struct srv_config *cfg = srv_runtime_config(a->rt);
+    ev_timer_stop(a->loop, &a->reload_timer);
+    if (!cfg->has_reload || !a->conf) return;
+    double rnd = (double)rand_r(&a->seed) / ((double)RAND_MAX + 1.0);
+    a->reload_timer.repeat = srv_reload_period(cfg->reload_interval, cfg->reload_jitter, rnd);
+    ev_timer_again(a->loop, &a->reload_timer);
+}
+
+/* Reads the Corefile again and swaps it in; logs one line either way. */
+static void reload(struct app *a, const char *why)
+{
+    static const char prefix[] = "[ERROR] reload: ";
+    uint64_t sum = 0;
+    struct srv_config *cfg = load_config(a->conf, a->name, prefix, &sum);
+    if (!cfg) {
+        a->bad_checksum = sum;
+        fprintf(stderr, "%s%s: %s: the running configuration keeps serving\n", prefix, why,
+                a->name);
+        return;
+    }
+    char err[512] = "";
+    struct http_site *next[HTTP_MAX];
+    size_t nnext = 0;
+    if (http_prepare(a, cfg, next, &nnext, err, sizeof err) != 0) {
+        fprintf(stderr, "%s%s: the running configuration keeps serving\n", prefix, err);
+        a->bad_checksum = sum;
+        srv_config_free(cfg);
+        free(cfg);
+        return;
+    }
+    struct srv_stats sum_new;
+    if (srv_stats_init(&sum_new, cfg) != 0) {
+        http_abort(a, next, nnext);
+        fprintf(stderr, "%sout of memory: the running configuration keeps serving\n", prefix);
+        srv_config_free(cfg);
+        free(cfg);
+        return;
+    }
+    struct srv_reload_report rep;
+    if (srv_runtime_reload(a->rt, cfg, &rep, err, sizeof err) != 0) {
+        http_abort(a, next, nnext);
+        srv_stats_free(&sum_new);
+        fprintf(stderr, "%s%s: the running configuration keeps serving\n", prefix, err);
+        a->bad_checksum = sum;
+        srv_config_free(cfg);
+        free(cfg);
+        return;
+    }
+    /* cfg belongs to the runtime now */
+    const struct srv_config *now = srv_runtime_config(a->rt);
+    http_commit(a, now, next, nnext);
+    srv_stats_free(&a->sum);
+    a->sum = sum_new;
+    a->checksum = sum;
+    a->bad_checksum = 0;
+    fprintf(stderr,
+            "[INFO] reload: %s: %s: %u server block%s; listeners %u kept, %u added, %u removed; "
+            "kept cache %u, redis_cache %u, forward %u\n",
+            why, a->name, rep.blocks, rep.blocks == 1 ? "" : "s", rep.addrs_kept, rep.addrs_added,
+            rep.addrs_removed, rep.kept_l1, rep.kept_redis, rep.kept_forward);
+    reload_timer_arm(a); /* the jitter is drawn again, the interval may have changed */
+}
+
+static void on_reload_signal(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)loop, (void)revents;
+    struct app *a = w->data;
+    if (a->stopping) return;
+    reload(a, w->signum == SIGHUP ? "SIGHUP" : "SIGUSR1");
+}
+
+/* The `reload` directive: reload when the file's checksum changed. */
+static void on_reload_timer(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)loop, (void)revents;
+    struct app *a = t->data;
+    if (a->stopping || !a->conf) return;
+    size_t len = 0;
+    char *text = read_file(a->conf, &len);
+    if (!text) return; /* a file being replaced: try again at the next tick */
+    uint64_t sum = srv_reload_checksum(text, len);
+    free(text);
+    if (sum == a->checksum || sum == a->bad_checksum) return;
+    reload(a, "file changed");
+}
+
+/* ---- signals ------------------------------------------------------------------------------- */
+
+static void on_lameduck_end(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    (void)t, (void)revents;
+    ev_break(loop, EVBREAK_ALL);
+}
+
+static void on_stop_signal(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)revents;
+    struct app *a = w->data;
+    if (a->stopping) {
+        if (a->lameduck) { /* a second signal: stop now */
+            fprintf(stderr, "[INFO] signal %d: lameduck cut short\n", w->signum);
+            ev_break(loop, EVBREAK_ALL);
+        }
+        return;
+    }
+    a->stopping = true;
+    ev_timer_stop(loop, &a->reload_timer);
+    double d = srv_runtime_config(a->rt)->health_lameduck;
+    if (d > 0) {
+        fprintf(stderr, "[INFO] signal %d: lameduck %.3gs, then shutting down\n", w->signum, d);
+        a->lameduck = true;
+        ev_timer_set(&a->lameduck_timer, d, 0);
+        ev_timer_start(loop, &a->lameduck_timer);
+        return;
+    }
+    fprintf(stderr, "[INFO] signal %d: shutting down\n", w->signum);
+    ev_break(loop, EVBREAK_ALL);
+}
+
+/* ---- main ---------------------------------------------------------------------------------- */
 
 int main(int argc, char **argv)
 {
@@ -264,17 +473,26 @@ int main(int argc, char **argv)
     }
 
     static struct app app;
-    if (load_config(&app.cfg, conf, check) != 0) return 1;
+    if (conf) {
+        app.conf = app.name = conf;
+    } else if (access("Corefile", F_OK) == 0) {
+        app.conf = app.name = "Corefile";
+    } else {
+        app.name = "<default Corefile>";
+    }
+    struct srv_config *cfg = load_config(app.conf, app.name, "", &app.checksum);
+    if (!cfg) return 1;
     if (check) {
         printf("Syntax OK\n");
-        srv_config_free(&app.cfg);
+        srv_config_free(cfg);
+        free(cfg);
         return 0;
     }
 
     signal(SIGPIPE, SIG_IGN);
     unsigned n = threads ? (unsigned)threads : srv_cpu_count();
     char err[512];
-    if (srv_stats_init(&app.sum, &app.cfg) != 0) {
+    if (srv_stats_init(&app.sum, cfg) != 0) {
         fprintf(stderr, "[FATAL] out of memory\n");
         return 1;
     }
@@ -283,20 +501,34 @@ int main(int argc, char **argv)
         fprintf(stderr, "[FATAL] cannot create the event loop\n");
         return 1;
     }
-    app.rt = srv_runtime_new(&app.cfg, n, err, sizeof err);
+    app.rt = srv_runtime_new(cfg, n, err, sizeof err);
     if (!app.rt) {
         fprintf(stderr, "[FATAL] %s\n", err);
         return 1;
     }
-    if (http_start(&app) != 0) {
+    cfg = NULL; /* the runtime's now */
+    struct http_site *sites[HTTP_MAX];
+    size_t nsites = 0;
+    if (http_prepare(&app, srv_runtime_config(app.rt), sites, &nsites, err, sizeof err) != 0) {
+        fprintf(stderr, "[FATAL] %s\n", err);
         srv_runtime_free(app.rt);
         return 1;
     }
+    http_commit(&app, srv_runtime_config(app.rt), sites, nsites);
     ev_signal_init(&app.sigterm, on_stop_signal, SIGTERM);
     ev_signal_init(&app.sigint, on_stop_signal, SIGINT);
-    app.sigterm.data = app.sigint.data = &app;
+    ev_signal_init(&app.sighup, on_reload_signal, SIGHUP);
+    ev_signal_init(&app.sigusr1, on_reload_signal, SIGUSR1);
+    app.sigterm.data = app.sigint.data = app.sighup.data = app.sigusr1.data = &app;
     ev_signal_start(app.loop, &app.sigterm);
     ev_signal_start(app.loop, &app.sigint);
+    ev_signal_start(app.loop, &app.sighup);
+    ev_signal_start(app.loop, &app.sigusr1);
+    ev_init(&app.reload_timer, on_reload_timer);
+    app.reload_timer.data = &app;
+    ev_init(&app.lameduck_timer, on_lameduck_end);
+    app.lameduck_timer.data = &app;
+    app.seed = (unsigned)time(NULL) ^ ((unsigned)getpid() << 16);
 
     if (srv_runtime_start(app.rt, err, sizeof err) != 0) {
         fprintf(stderr, "[FATAL] %s\n", err);
@@ -304,21 +536,24 @@ int main(int argc, char **argv)
         return 1;
     }
     app.ready = true;
-    for (size_t b = 0; b < app.cfg.nblocks; b++)
-        fprintf(stderr, "[INFO] serving %s zone%s %s (%u workers)\n",
-                app.cfg.blocks[b].server_label, app.cfg.blocks[b].nzones > 1 ? "s" : "",
-                app.cfg.blocks[b].zones[0], n);
+    const struct srv_config *c = srv_runtime_config(app.rt);
+    for (size_t b = 0; b < c->nblocks; b++)
+        fprintf(stderr, "[INFO] serving %s zone%s %s (%u workers)\n", c->blocks[b].server_label,
+                c->blocks[b].nzones > 1 ? "s" : "", c->blocks[b].zones[0], n);
+    reload_timer_arm(&app);
     fprintf(stderr, "[INFO] redis-cache-dns %s ready\n", RC_VERSION);
+    srv_loop_start(app.loop, c); /* loop.c: the `loop` directive's probes */
 
     ev_run(app.loop, 0);
+    srv_loop_stop();
 
-    /* SIGTERM/SIGINT: stop accepting HTTP, drain the workers (queries in flight and pending
-     * Redis writes) within the budget, exit 0. */
-    for (size_t i = 0; i < app.nhttp; i++) srv_http_free(app.http[i]);
+    /* SIGTERM/SIGINT (after the lameduck): stop accepting HTTP, drain the workers (queries
+     * in flight and pending Redis writes) within the budget, exit 0. */
+    for (size_t i = 0; i < app.nhttp; i++) http_close(app.http[i]);
+    app.nhttp = 0;
     srv_runtime_stop(app.rt, SHUTDOWN_BUDGET);
     srv_runtime_free(app.rt);
     srv_stats_free(&app.sum);
-    srv_config_free(&app.cfg);
     fprintf(stderr, "[INFO] stopped\n");
     return 0;
 }

@@ -159,6 +159,8 @@ void srv_stats_add(struct srv_stats *dst, const struct srv_stats *src)
         const struct srv_block_stats *s = &src->blocks[b];
         srv_add_u64(d->cache_hits, s->cache_hits, 2);
         d->cache_misses += s->cache_misses;
+        d->cache_prefetch += s->cache_prefetch;
+        d->cache_stale += s->cache_stale;
         srv_add_u64(d->cache_entries, s->cache_entries, 2);
         if (d->redis && s->redis) rcp_metrics_add(d->redis, s->redis);
         srv_add_u64(d->fwd.requests, s->fwd.requests, FWD_UPSTREAMS_MAX);
@@ -354,6 +356,24 @@ static void write_cache_families(struct srv_out *o, const struct srv_config *cfg
         cache_zones_label(blk, zl, sizeof zl);
         out_f(o, "coredns_cache_misses_total{server=\"%s\",zones=\"%s\",view=\"\"} %llu\n",
               blk->server_label, zl, (unsigned long long)s->blocks[b].cache_misses);
+    }
+    out_head(o, "coredns_cache_prefetch_total", "counter",
+             "The number of times the cache has prefetched a cached item.");
+    for (size_t b = 0; b < cfg->nblocks; b++) {
+        const struct srv_block *blk = &cfg->blocks[b];
+        if (!blk->has_cache) continue;
+        cache_zones_label(blk, zl, sizeof zl);
+        out_f(o, "coredns_cache_prefetch_total{server=\"%s\",zones=\"%s\",view=\"\"} %llu\n",
+              blk->server_label, zl, (unsigned long long)s->blocks[b].cache_prefetch);
+    }
+    out_head(o, "coredns_cache_served_stale_total", "counter",
+             "The number of requests served from stale cache entries.");
+    for (size_t b = 0; b < cfg->nblocks; b++) {
+        const struct srv_block *blk = &cfg->blocks[b];
+        if (!blk->has_cache) continue;
+        cache_zones_label(blk, zl, sizeof zl);
+        out_f(o, "coredns_cache_served_stale_total{server=\"%s\",zones=\"%s\",view=\"\"} %llu\n",
+              blk->server_label, zl, (unsigned long long)s->blocks[b].cache_stale);
     }
 }
 

@@ -180,6 +180,8 @@ static struct query *query_get(struct worker *w)
     struct query *qs = w->free_q;
     w->free_q = qs->next_free;
     w->inflight++;
+    qs->gen = w->gen; /* reload: the query finishes on the generation it started on */
+    qs->gen->inflight++;
     return qs;
 }
 
@@ -191,6 +193,16 @@ static void query_put(struct query *qs)
     qs->next_free = w->free_q;
     w->free_q = qs;
     w->inflight--;
+    qs->gen->inflight--;
+}
+
+/* A background refresh of an L1 entry is over, whatever its outcome (query_finish's twin for
+ * queries without a client): the entry may be refreshed again. */
+static void refresh_end(struct query *qs)
+{
+    struct wblock *wb = &qs->gen->blocks[qs->block];
+    if (wb->l1) l1_refresh_done(wb->l1, qs->key);
+    query_put(qs);
 }
 
 /* Accounting, log and send for an async query, then releases it. */
@@ -198,21 +210,58 @@ static void query_finish(struct query *qs, const uint8_t *msg, size_t len, unsig
                          enum srv_plugin pl, enum tier tier)
 {
     struct worker *w = qs->w;
+    if (qs->refresh) {
+        refresh_end(qs);
+        return;
+    }
     unsigned rcode = reply_rcode(msg, len, rcode_hint);
     double dur = ev_now(w->loop) - qs->start;
     if (dur < 0) dur = 0;
-    account(w, qs->slot, qs->tidx, qs->tcp, qs->v6, rcode, pl, dur);
-    if (w->blocks[qs->block].b->log) log_query(&qs->peer, &qs->q, rcode, dur, tier, qs->tcp);
+    if (qs->gen == w->gen) /* counters are shaped for the current generation */
+        account(w, qs->slot, qs->tidx, qs->tcp, qs->v6, rcode, pl, dur);
+    if (qs->gen->blocks[qs->block].b->log) log_query(&qs->peer, &qs->q, rcode, dur, tier, qs->tcp);
     srv_send_async(qs, msg, len);
     query_put(qs);
 }
 
 /* ---- the miss path: forward -------------------------------------------------------------- */
 
+/* serve_stale verify: the refresh failed, so the stale L1 entry answers if it is still
+ * there (TTL 0). False when it is gone: the caller answers as without serve_stale. */
+static bool serve_stale(struct query *qs)
+{
+    struct worker *w = qs->w;
+    struct wblock *wb = &qs->gen->blocks[qs->block];
+    qs->verify_stale = false; /* one try */
+    uint8_t *out = w->out + 2;
+    size_t n = 0;
+    if (!wb->l1 || !l1_lookup_stale(wb->l1, qs->key, &qs->q, ev_now(w->loop), OUR_UDP, qs->tcp, out,
+                                    DNS_MSG_MAX, &n))
+        return false;
+    if (qs->gen == w->gen) w->live.blocks[qs->block].cache_stale++;
+    query_finish(qs, out, n, out[3] & DNS_F_RCODE_MASK, SRV_PL_CACHE, TIER_L1);
+    return true;
+}
+
+/* Our own SERVFAIL after a failed forward: L1 keeps it for `servfail` seconds (never L2). */
+static void cache_servfail(struct query *qs)
+{
+    struct worker *w = qs->w;
+    struct wblock *wb = &qs->gen->blocks[qs->block];
+    if (qs->refresh || !wb->l1 || !zone_set_covers(&wb->l1_zones, &qs->q)) return;
+    size_t n = build_error(w->out + 2, &qs->q, DNS_RCODE_SERVFAIL);
+    l1_insert_servfail(wb->l1, qs->key, &qs->q, w->out + 2, n, ev_now(w->loop));
+}
+
 static void fail_servfail(struct query *qs, const char *why)
 {
     struct worker *w = qs->w;
-    const struct srv_block *b = w->blocks[qs->block].b;
+    if (qs->refresh) {
+        refresh_end(qs);
+        return;
+    }
+    if (qs->verify_stale && serve_stale(qs)) return;
+    const struct srv_block *b = qs->gen->blocks[qs->block].b;
     if (b->errors) {
         char name[DNS_NAME_TEXT_MAX + 1], tb[16];
         size_t nl = dns_name_to_text(qs->q.name, qs->q.name_len, name, DNS_NAME_TEXT_MAX, false);
@@ -249,16 +298,31 @@ static void on_forward(void *priv, enum fwd_status st, const uint8_t *resp, size
         query_put(qs);
         return;
     }
+    if (qs->refresh && st != FWD_OK) {
+        /* A failed refresh keeps the entry as it is. It may run inside srv_handle_query
+         * (a synchronous failure), whose TCP reply sits in w->out: nothing written there. */
+        refresh_end(qs);
+        return;
+    }
     if (st == FWD_REFUSED) { /* max_concurrent reached */
+        if (qs->verify_stale && serve_stale(qs)) return;
         size_t n = build_error(w->out + 2, &qs->q, DNS_RCODE_REFUSED);
         query_finish(qs, w->out + 2, n, DNS_RCODE_REFUSED, SRV_PL_FORWARD, TIER_UPSTREAM);
         return;
     }
     if (st != FWD_OK || len > DNS_MSG_MAX) {
+        if (qs->verify_stale && serve_stale(qs)) return;
+        cache_servfail(qs);
         fail_servfail(qs, "forward: no upstream answered");
         return;
     }
-    struct wblock *wb = &w->blocks[qs->block];
+    /* serve_stale verify: only NOERROR and NXDOMAIN count as a refresh (CoreDNS); any other
+     * answer is dropped and the stale entry answers. */
+    unsigned urc = len >= 4 ? (resp[3] & DNS_F_RCODE_MASK) : DNS_RCODE_SERVFAIL;
+    if (qs->verify_stale && urc != DNS_RCODE_NOERROR && urc != DNS_RCODE_NXDOMAIN &&
+        serve_stale(qs))
+        return;
+    struct wblock *wb = &qs->gen->blocks[qs->block];
     memcpy(w->scratch, resp, len);
     long ttl = -1;
     if (wb->rc && rcp_cache_covers(wb->rc, &qs->q))
@@ -276,6 +340,12 @@ static void on_forward(void *priv, enum fwd_status st, const uint8_t *resp, size
         if (v.kind != DNS_KIND_NONE)
             l1_insert(wb->l1, qs->key, &qs->q, w->scratch, len,
                       ttl >= 0 ? (uint32_t)ttl : v.msg_ttl, v.kind, now);
+        else if ((m.flags & DNS_F_RCODE_MASK) == DNS_RCODE_SERVFAIL)
+            l1_insert_servfail(wb->l1, qs->key, &qs->q, w->scratch, len, now);
+    }
+    if (qs->refresh) {
+        refresh_end(qs);
+        return;
     }
     size_t olen = 0;
     uint8_t *out = w->out + 2;
@@ -291,7 +361,7 @@ static void on_forward(void *priv, enum fwd_status st, const uint8_t *resp, size
 
 static void start_forward(struct query *qs)
 {
-    struct wblock *wb = &qs->w->blocks[qs->block];
+    struct wblock *wb = &qs->gen->blocks[qs->block];
     if (!wb->fwd || !fwd_handles(wb->fwd, &qs->q)) {
         fail_servfail(qs, "no next plugin found");
         return;
@@ -314,9 +384,12 @@ static void on_lookup(void *priv, enum rcp_lookup_status st, const uint8_t *repl
         start_forward(qs);
         return;
     }
-    struct wblock *wb = &w->blocks[qs->block];
+    struct wblock *wb = &qs->gen->blocks[qs->block];
+    bool filled = false;
     if (wb->l1 && zone_set_covers(&wb->l1_zones, &qs->q) && len <= DNS_MSG_MAX) {
-        /* Fill L1 with the remaining TTL the hit carries. */
+        /* Fill L1 with the remaining TTL the hit carries. A refresh takes the hit only when
+         * it is fresher than what L1 has by more than the prefetch threshold (else it would
+         * store the same expiry again): otherwise it asks upstream. */
         struct dns_msg m;
         if (dns_msg_parse(&m, reply, len, w->rrs, DNS_RR_MAX) == DNS_OK) {
             int first = -1;
@@ -327,12 +400,53 @@ static void on_lookup(void *priv, enum rcp_lookup_status st, const uint8_t *repl
                 struct dns_verdict v;
                 dns_classify(&v, &m, &qs->q, (uint32_t)now);
                 uint32_t ttl = dns_ttl_read(dns_get32(reply + m.rr[first].ttl_off));
-                if (v.kind != DNS_KIND_NONE)
-                    l1_insert(wb->l1, qs->key, &qs->q, reply, len, ttl, v.kind, now);
+                if (v.kind != DNS_KIND_NONE && (!qs->refresh || ttl > qs->l2_above))
+                    filled = l1_insert(wb->l1, qs->key, &qs->q, reply, len, ttl, v.kind, now);
             }
         }
     }
+    if (qs->refresh && !filled) {
+        start_forward(qs);
+        return;
+    }
     query_finish(qs, reply, len, 0, SRV_PL_REDIS, TIER_L2);
+}
+
+/* A background refresh of an L1 entry (prefetch due, or a stale entry served in immediate
+ * mode): the path below L1 without a client (L2 first, then forward; the answer fills L2
+ * and L1 as usual). The client already has its answer from L1. */
+static void refresh_start(struct worker *w, uint16_t block, const struct dns_question *q,
+                          uint64_t key, uint32_t l2_above)
+{
+    struct wblock *wb = &w->blocks[block];
+    struct query *qs = query_get(w);
+    if (!qs) {
+        l1_refresh_done(wb->l1, key);
+        return;
+    }
+    qs->w = w;
+    memcpy(&qs->q, q, sizeof *q);
+    qs->key = key;
+    qs->block = block;
+    qs->slot = 0;
+    qs->tidx = 0;
+    qs->tcp = false; /* forward asks over UDP (TCP on TC) */
+    qs->v6 = false;
+    qs->start = ev_now(w->loop);
+    qs->la = NULL;
+    qs->ul = NULL;
+    qs->conn = NULL;
+    qs->peerlen = 0;
+    qs->pkt.family = 0;
+    qs->refresh = true;
+    qs->verify_stale = false;
+    qs->l2_above = l2_above;
+    w->live.blocks[block].cache_prefetch++;
+    /* L2's reply as for TCP: whole, never truncated for a UDP size */
+    if (wb->rc && rcp_cache_covers(wb->rc, &qs->q) &&
+        rcp_cache_lookup(wb->rc, &qs->q, true, on_lookup, qs) == 0)
+        return;
+    start_forward(qs);
 }
 
 /* ---- one query --------------------------------------------------------------------------- */
@@ -386,22 +500,32 @@ enum qres srv_handle_query(struct worker *w, const struct laddr *la, struct ulis
     struct wblock *wb = &w->blocks[r->block];
     size_t slot = wb->slot_base + r->zidx;
     count_request(w, slot, tidx, tcp, v6);
+    if (wb->b->loop) srv_loop_observe(q, peer); /* loop.c: before cache, as CoreDNS */
     uint64_t key = dns_key_hash(q, q->do_bit, 0);
 
+    bool verify_stale = false;
     if (wb->l1 && zone_set_covers(&wb->l1_zones, q)) {
         size_t n = 0;
-        if (l1_lookup(wb->l1, key, q, now, OUR_UDP, tcp, out, cap, &n)) {
+        struct l1_hit h;
+        struct srv_block_stats *bs = &w->live.blocks[r->block];
+        enum l1_status ls = l1_lookup(wb->l1, key, q, now, OUR_UDP, tcp, out, cap, &n, &h);
+        if (ls == L1_HIT || ls == L1_STALE) {
             unsigned rc = out[3] & 0xFu;
-            bool denial =
-                rc == DNS_RCODE_NXDOMAIN ||
-                (rc == DNS_RCODE_NOERROR && dns_get16(out + 6) == 0 && dns_get16(out + 8) > 0);
-            w->live.blocks[r->block].cache_hits[denial]++;
+            bs->cache_hits[h.kind == DNS_KIND_NEGATIVE]++;
+            if (ls == L1_STALE) bs->cache_stale++;
+            /* the reply is already built in `out`: the refresh only starts queries */
+            if (h.refresh) refresh_start(w, r->block, q, key, h.l2_above);
             *out_len = n;
             account(w, slot, tidx, tcp, v6, rc, SRV_PL_CACHE, 0);
             if (wb->b->log) log_query(peer, q, rc, 0, TIER_L1, tcp);
             return Q_REPLY;
         }
-        w->live.blocks[r->block].cache_misses++;
+        if (ls == L1_VERIFY) {
+            bs->cache_hits[h.kind == DNS_KIND_NEGATIVE]++;
+            verify_stale = true; /* refresh first; the stale entry answers if that fails */
+        } else {
+            bs->cache_misses++;
+        }
     }
 
     qs = query_get(w);
@@ -425,6 +549,13 @@ enum qres srv_handle_query(struct worker *w, const struct laddr *la, struct ulis
     if (conn) conn->inflight++;
     memcpy(&qs->peer, peer, peerlen);
     qs->peerlen = peerlen;
+    if (!tcp && w->cur_pkt)
+        qs->pkt = *w->cur_pkt;
+    else
+        qs->pkt.family = 0;
+    qs->refresh = false;
+    qs->verify_stale = verify_stale;
+    qs->l2_above = 0;
 
     if (wb->rc && rcp_cache_covers(wb->rc, q)) {
         if (rcp_cache_lookup(wb->rc, &qs->q, tcp, on_lookup, qs) == 0) return Q_ASYNC;

@@ -2,7 +2,8 @@
  * hosts the cache (SPEC §5).
  *
  * l1.c        the `cache` plugin: a per-worker in-process cache of wire responses (L1),
- *             CoreDNS semantics, hit path by patching stored bytes.
+ *             CoreDNS semantics, hit path by patching stored bytes (l1_opts.c: its
+ *             directive).
  * forward.c   the `forward` plugin: upstream queries over UDP/TCP with policies, failover,
  *             RFC 5452 checks and coalescing of identical in-flight queries.
  * (later)     Corefile server blocks, listeners and workers, prometheus, health, ready,
@@ -24,17 +25,33 @@
 
 struct ev_loop;
 
-/* ---- the `cache` directive and the L1 (l1.c) ---------------------------------------- */
+/* ---- the `cache` directive and the L1 (l1_opts.c, l1.c) ----------------------------- */
+
+#define L1_CAP_MAX 16777216u   /* entries per kind: keeps every index in 32 bits */
+#define L1_TTL_MAX 2147483647u /* RFC 2181 §8 */
 
 /* CoreDNS's `cache [TTL] [ZONES...] { success CAPACITY [TTL] [MINTTL]; denial CAPACITY [TTL]
- * [MINTTL]; keepttl; ... }` with CoreDNS's defaults: success 9984 entries, TTL 3600, MINTTL 5;
- * denial 9984, TTL 1800, MINTTL 5. A TTL argument right after `cache` sets both maxima. */
+ * [MINTTL]; prefetch AMOUNT [DURATION [PERCENTAGE%]]; serve_stale [DURATION
+ * [immediate|verify]]; servfail DURATION; keepttl }` with CoreDNS's defaults: success 9984
+ * entries, TTL 3600, MINTTL 5; denial 9984, TTL 1800, MINTTL 5; no prefetch (when given:
+ * DURATION 1m, PERCENTAGE 10); no serve_stale (when given: 1h, immediate); servfail 5s. A
+ * TTL argument right after `cache` sets both maxima. */
 struct l1_opts {
     unsigned success_cap, denial_cap;
     uint32_t success_max_ttl, success_min_ttl;
     uint32_t denial_max_ttl, denial_min_ttl;
-    bool keepttl;        /* serve the TTL the entry was stored with, not the remaining one */
-    char zones[64][256]; /* lowercase presentation, trailing dot; none: the block's zones */
+    bool keepttl; /* serve the TTL the entry was stored with, not the remaining one */
+    /* prefetch: an entry hit at least `prefetch` times with no gap of prefetch_window
+     * seconds or more between hits, whose remaining TTL is at most ceil(prefetch_pct% of
+     * its lifetime), is refreshed in the background. prefetch 0: off. */
+    unsigned prefetch;
+    double prefetch_window;
+    unsigned prefetch_pct; /* 10..90 */
+    /* serve_stale: expired entries stay servable for `stale` seconds (0: off). */
+    uint32_t stale;
+    bool stale_verify;     /* verify: refresh first, serve stale only when that fails */
+    uint32_t servfail_ttl; /* seconds a SERVFAIL is kept (0..300; 0: not cached) */
+    char zones[64][256];   /* lowercase presentation, trailing dot; none: the block's zones */
     size_t nzones;
     char file[256]; /* where the directive is, for messages */
     unsigned line;
@@ -43,11 +60,13 @@ struct l1_opts {
 void l1_opts_init(struct l1_opts *o);
 
 /* Parses the directive at c->pos ("cache") and its block; leaves c->pos past it. Errors
- * "FILE:LINE: cache: WHAT" (err->msg starts with "cache: "). Directives of CoreDNS's cache
- * that this server does not implement yet are rejected with a clear message, never
- * silently ignored. `o` is reset with l1_opts_init first. TTLs are bare whole seconds as
- * in CoreDNS (TTL > 0, MINTTL >= 0, at most 2^31-1); CAPACITY 0..16777216, 0 storing
- * nothing of that kind. */
+ * "FILE:LINE: cache: WHAT" (err->msg starts with "cache: "). `disable`, which this server
+ * does not implement yet, is rejected with a clear message, never silently ignored. `o` is
+ * reset with l1_opts_init first. TTLs are bare whole seconds as in CoreDNS (TTL > 0,
+ * MINTTL >= 0, at most 2^31-1); CAPACITY 0..16777216, 0 storing nothing of that kind.
+ * DURATIONs are Go durations (`30s`, `1m30s`, `500ms`, bare `0`), cut to whole seconds;
+ * AMOUNT >= 0; PERCENTAGE 10..90 with its `%`; servfail at most 5m; a later line replaces
+ * an earlier one. */
 int l1_opts_parse(struct cfg_cursor *c, struct l1_opts *o, struct cfg_error *err);
 
 struct l1_cache;
@@ -58,13 +77,50 @@ struct l1_cache;
 struct l1_cache *l1_new(const struct l1_opts *o);
 void l1_free(struct l1_cache *c);
 
+enum l1_status {
+    L1_MISS = 0, /* nothing to serve: ask below */
+    L1_HIT,      /* fresh: the reply is in out */
+    L1_STALE,    /* expired within serve_stale, immediate mode: the stale reply is in out */
+    L1_VERIFY,   /* expired within serve_stale, verify mode: nothing in out; ask below, and
+                  * when that fails build the stale reply with l1_lookup_stale */
+};
+
+/* What a lookup that found an entry says about it. */
+struct l1_hit {
+    enum dns_kind kind; /* POSITIVE or NEGATIVE (a cached SERVFAIL is NEGATIVE, as CoreDNS
+                         * keeps it in its denial cache) */
+    bool refresh;       /* the caller starts a background refresh now (prefetch due, or a stale
+                         * entry served in immediate mode); the entry is marked refreshing
+                         * (no other refresh is asked for it) until l1_refresh_done */
+    uint32_t l2_above;  /* the refresh may take an L2 answer only when its TTL is above this
+                         * (the entry's remaining TTL plus the prefetch threshold; 0 for a
+                         * stale entry); otherwise it goes upstream */
+};
+
 /* Looks up the question `q` under `key` (its dns_key_hash) at time `now` (seconds, the
- * loop's clock). A fresh entry whose question matches (name ignoring case, type, class, DO,
- * CD) is turned into the reply for `q` in `out` (dns_reply_build: the client's ID and case,
- * remaining TTL (or the stored one with keepttl), OPT, fitted to the size limit) and true
- * is returned. Expired entries are misses (and may be dropped). Counts hits and misses. */
-bool l1_lookup(struct l1_cache *c, uint64_t key, const struct dns_question *q, double now,
-               uint16_t our_udp, bool tcp, uint8_t *out, size_t cap, size_t *out_len);
+ * loop's clock). An entry whose question matches (name ignoring case, type, class, DO, CD)
+ * is turned into the reply for `q` in `out` (dns_reply_build: the client's ID and case, the
+ * remaining TTL (the stored one with keepttl), OPT, fitted to the size limit):
+ * - fresh: L1_HIT; with prefetch on, the hit is counted in the entry's frequency window
+ *   and `hit->refresh` says when it is due;
+ * - expired less than `stale` seconds ago (serve_stale; never a cached SERVFAIL): L1_STALE
+ *   with TTL 0 as CoreDNS answers (the stored TTL with keepttl) and `hit->refresh` unless a
+ *   refresh is in flight, or L1_VERIFY in verify mode (nothing built);
+ * - otherwise L1_MISS (an entry past its last use is dropped).
+ * `hit` may be NULL only when neither prefetch nor serve_stale is on. Counts hits (HIT,
+ * STALE, VERIFY) and misses. No allocation, no system call. */
+enum l1_status l1_lookup(struct l1_cache *c, uint64_t key, const struct dns_question *q, double now,
+                         uint16_t our_udp, bool tcp, uint8_t *out, size_t cap, size_t *out_len,
+                         struct l1_hit *hit);
+
+/* After L1_VERIFY, when the refresh failed: the reply from the entry if it is still there,
+ * matches and is servable (fresh: remaining TTL; stale: TTL 0). Counts nothing. */
+bool l1_lookup_stale(struct l1_cache *c, uint64_t key, const struct dns_question *q, double now,
+                     uint16_t our_udp, bool tcp, uint8_t *out, size_t cap, size_t *out_len);
+
+/* The refresh asked by a lookup for `key` is over (whatever its outcome): the entry may be
+ * refreshed again. Call it before storing the refresh's answer. */
+void l1_refresh_done(struct l1_cache *c, uint64_t key);
 
 /* Stores the response `msg` (wire, TTLs already as the client got them) for q under key.
  * `ttl` is the TTL the entry lives for, before this cache's own bounds: the entry keeps
@@ -74,9 +130,18 @@ bool l1_lookup(struct l1_cache *c, uint64_t key, const struct dns_question *q, d
  * TTL offsets found once, so that hits only patch bytes. Not stored: a message that does
  * not parse, is not a response, has TC=1, or whose question is not q's (name ignoring case,
  * type, class); a lifetime of 0. The entry answers q's DO and CD (lookups compare them). A
- * key already present is replaced. */
+ * key already present is replaced; its prefetch hit count carries over (as CoreDNS carries
+ * it over a prefetch). */
 bool l1_insert(struct l1_cache *c, uint64_t key, const struct dns_question *q, const uint8_t *msg,
                size_t len, uint32_t ttl, enum dns_kind kind, double now);
+
+/* Stores a SERVFAIL response (the upstream's, or the server's own after a failed forward)
+ * for `servfail_ttl` seconds, in the denial capacity. Not stored when servfail is 0, when
+ * `msg` is not a SERVFAIL answering q (same checks as l1_insert), or when the key holds an
+ * answer that is still servable (fresh or within serve_stale): a failed refresh never
+ * replaces what serve_stale could serve. Never prefetched, never served stale. */
+bool l1_insert_servfail(struct l1_cache *c, uint64_t key, const struct dns_question *q,
+                        const uint8_t *msg, size_t len, double now);
 
 struct l1_stats {
     size_t success_entries, denial_entries;
@@ -217,10 +282,12 @@ bool fwd_handles(const struct fwd *f, const struct dns_question *q);
  * SPEC §5: server blocks `[dns://]ZONE[:PORT] [more keys...] { directives }` (port 53 when
  * none), tokens from the lexer of src/config; the plugin order is fixed whatever the order
  * in the block (reload, prometheus, errors, log, health, ready, loop, cache, redis_cache,
- * forward). Directives: bind ADDR...; errors; log; health [ADDR]; ready [ADDR]; prometheus
- * [ADDR] (default localhost:9153; one listener per address shared by all blocks); cache;
- * redis_cache; forward. Directives of the server-depth issue (reload, loop, import,
- * snippets, `health { lameduck }`) are rejected as "not supported yet" until they exist.
+ * forward). Directives: bind ADDR...; errors; log; health [ADDR] [{ lameduck D }]; ready
+ * [ADDR]; prometheus [ADDR] (default localhost:9153; one listener per address shared by
+ * all blocks); reload [INTERVAL [JITTER]]; loop; timeouts { read D; write D; idle D };
+ * cache; redis_cache; forward; `import` and snippets expanded on tokens before (src/config,
+ * cfg_lex_expand). Options not
+ * written yet are rejected as "not supported yet" rather than ignored.
  * Unknown directives are errors: "FILE:LINE: NAME: unknown directive".
  */
 
@@ -252,6 +319,10 @@ struct srv_block {
     char server_label[128];
     char file[256];
     unsigned line;
+    /* `loop` (loop.c: forwarding-loop probe at start); `timeouts { read D; write D; idle D
+     * }` for TCP (seconds; 0: the default of tcp.c, CoreDNS's 3 s, 5 s, 10 s). */
+    bool loop;
+    double tcp_read, tcp_write, tcp_idle;
 };
 
 /* An HTTP listener address ("127.0.0.1:9153", "[::1]:8080", ":8181" = all addresses). */
@@ -267,6 +338,12 @@ struct srv_config {
     size_t nprometheus;
     bool has_health, has_ready;
     struct srv_http_addr health, ready; /* defaults :8080 and :8181 as CoreDNS */
+    /* `health { lameduck D }`: seconds to keep serving after SIGTERM/SIGINT (0: none; the
+     * largest when several blocks give one). */
+    double health_lameduck;
+    /* `reload [INTERVAL [JITTER]]` (reload.c: srv_reload_args): one setting per process. */
+    bool has_reload;
+    double reload_interval, reload_jitter;
     char file[256];
 };
 
@@ -345,6 +422,7 @@ struct srv_zone_stats {
 struct srv_block_stats {
     uint64_t cache_hits[2]; /* success, denial */
     uint64_t cache_misses;
+    uint64_t cache_prefetch, cache_stale; /* refreshes started; stale answers served */
     uint64_t cache_entries[2];
     struct rcp_metrics *redis; /* NULL without redis_cache (points into srv_stats) */
     struct fwd_stats fwd;
@@ -383,10 +461,29 @@ void srv_metrics_write(const struct srv_config *cfg, const struct srv_stats *sum
  * TCP sockets on every listen address, L1 shards, redis_cache handles and forwarders. */
 struct srv_runtime;
 
-/* Opens every socket (so bind errors show before serving) and builds each worker; the
- * config must outlive the runtime. NULL with a message on failure. */
-struct srv_runtime *srv_runtime_new(const struct srv_config *cfg, unsigned nworkers, char *err,
+/* Opens every socket (so bind errors show before serving) and builds each worker. Takes
+ * `cfg` (heap, from srv_config_parse) on success: the runtime frees it when no worker
+ * uses it any more; on failure the caller keeps it. NULL with a message on failure. */
+struct srv_runtime *srv_runtime_new(struct srv_config *cfg, unsigned nworkers, char *err,
                                     size_t errlen);
+/* The configuration serving now (main thread; valid until the next reload). */
+const struct srv_config *srv_runtime_config(const struct srv_runtime *rt);
+
+/* Reload (reload_gen.c), main thread only, between start and stop. Opens the sockets of
+ * the new listen addresses, then every worker builds the new blocks on its own loop
+ * (keeping what srv_reload_plan allows) and, when all succeeded, swaps to them in one
+ * loop callback: sockets whose address is unchanged are handed over (never closed or
+ * rebound), removed addresses stop reading (TCP connections on them finish their queries
+ * and close), queries in flight finish on the generation they started on, which is freed
+ * when its last query is done (and its pending Redis writes are, within 2 s). On success
+ * takes `cfg` (heap) and fills `rep`; on failure (bind, building a plugin) nothing
+ * changed, the caller keeps cfg and err says why ("FILE:LINE: NAME: WHAT" for plugins). */
+struct srv_reload_report {
+    unsigned blocks, kept_l1, kept_redis, kept_forward;
+    unsigned addrs_kept, addrs_added, addrs_removed;
+};
+int srv_runtime_reload(struct srv_runtime *rt, struct srv_config *cfg,
+                       struct srv_reload_report *rep, char *err, size_t errlen);
 /* Starts the worker threads (with every signal blocked in them). 0 or -1. */
 int srv_runtime_start(struct srv_runtime *rt, char *err, size_t errlen);
 /* Graceful stop: workers stop reading and accepting, finish in-flight queries and flush
@@ -399,5 +496,58 @@ void srv_runtime_collect(struct srv_runtime *rt, struct srv_stats *sum);
 
 /* CPUs this process may use: sched_getaffinity, limited by the cgroup v2 cpu.max quota. */
 unsigned srv_cpu_count(void);
+
+/* ---- reload decisions (reload.c) ------------------------------------------------------ */
+
+/* CoreDNS's reload: check every INTERVAL (default 30 s, at least 2 s) +- JITTER/2 (default
+ * 15 s; 0, or at least 1 s; capped at INTERVAL/2). */
+#define SRV_RELOAD_INTERVAL     30.0
+#define SRV_RELOAD_JITTER       15.0
+#define SRV_RELOAD_MIN_INTERVAL 2.0
+#define SRV_RELOAD_MIN_JITTER   1.0
+
+/* A Go duration ("2s", "1m30s", "500ms", "1.5h"; bare "0"); false when not one or < 0. */
+bool srv_duration_parse(const char *s, double *out);
+/* `reload [INTERVAL [JITTER]]` arguments (NULL: absent): NULL with *iv and *jt set, or why not. */
+const char *srv_reload_args(const char *interval, const char *jitter, double *iv, double *jt);
+/* The time to the next check: interval + jitter * (rnd01 - 0.5), rnd01 in [0, 1). */
+double srv_reload_period(double interval, double jitter, double rnd01);
+/* The checksum that decides whether the Corefile changed. */
+uint64_t srv_reload_checksum(const void *p, size_t n);
+
+/* Equal ignoring where they were written (file, line). */
+bool srv_l1_opts_same(const struct l1_opts *a, const struct l1_opts *b);
+bool srv_fwd_opts_same(const struct fwd_opts *a, const struct fwd_opts *b);
+bool srv_rcp_config_same(const struct rcp_config *a, const struct rcp_config *b);
+/* The same block: same zones (in order), port and bind addresses. */
+bool srv_block_same_keys(const struct srv_block *a, const struct srv_block *b);
+
+/* For each block of the new config: the old block it continues (from, -1 for none) and
+ * which of its plugins are kept. */
+struct srv_reload_keep {
+    int from;
+    bool l1, redis, forward;
+};
+void srv_reload_plan(const struct srv_config *old, const struct srv_config *nw,
+                     struct srv_reload_keep *keep);
+/* Copies the counters of every block continued (keep[b].from >= 0) from src (shaped for
+ * ocfg) into dst (shaped for ncfg): its zone rows and its own block counters (cache hits,
+ * misses...), not what scrapes read from the plugins (entries, redis_cache, forward). */
+void srv_stats_carry(struct srv_stats *dst, const struct srv_config *ncfg,
+                     const struct srv_stats *src, const struct srv_config *ocfg,
+                     const struct srv_reload_keep *keep);
+
+/* ---- the `loop` directive (loop.c) ---------------------------------------------------- */
+
+/* Main thread, once the workers serve: starts the forwarding-loop probe of every block
+ * with `loop` on `loop` (CoreDNS's: HINFO queries for random names under the block's zone
+ * to its own listener). 0, or -1 when out of memory. */
+int srv_loop_start(struct ev_loop *loop, const struct srv_config *cfg);
+/* Stops the probes (main thread, before its loop goes away). */
+void srv_loop_stop(void);
+/* The query path's hook (any worker): a probe name seen more than twice is a loop; logs
+ * CoreDNS's "[FATAL] plugin/loop: Loop (FROM -> TO) detected for zone ..." and exits 1.
+ * Costs a type compare, and one atomic load per HINFO query when no probe runs. */
+void srv_loop_observe(const struct dns_question *q, const struct sockaddr_storage *peer);
 
 #endif /* RC_SERVER_H */

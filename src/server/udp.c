@@ -5,9 +5,70 @@
  */
 #include <errno.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include "server/worker_internal.h"
+
+/* ---- where a datagram arrived (IP_PKTINFO / IPV6_RECVPKTINFO) ---------------------------- */
+
+void srv_pktinfo_read(struct msghdr *m, struct srv_pktinfo *pi)
+{
+    pi->family = 0;
+    if (m->msg_controllen == 0) return;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(m); c; c = CMSG_NXTHDR(m, c)) {
+        if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO &&
+            c->cmsg_len >= CMSG_LEN(sizeof(struct in_pktinfo))) {
+            struct in_pktinfo ip;
+            memcpy(&ip, CMSG_DATA(c), sizeof ip);
+            pi->family = AF_INET;
+            pi->ifindex = ip.ipi_ifindex;
+            pi->addr.v4 = ip.ipi_addr; /* the query's destination: our reply's source */
+            return;
+        }
+        if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO &&
+            c->cmsg_len >= CMSG_LEN(sizeof(struct in6_pktinfo))) {
+            struct in6_pktinfo ip6;
+            memcpy(&ip6, CMSG_DATA(c), sizeof ip6);
+            pi->family = AF_INET6;
+            pi->ifindex = (int)ip6.ipi6_ifindex;
+            pi->addr.v6 = ip6.ipi6_addr;
+            return;
+        }
+    }
+}
+
+size_t srv_pktinfo_write(const struct srv_pktinfo *pi, uint8_t *buf, size_t cap)
+{
+    if (!pi || pi->family == 0) return 0;
+    struct msghdr m;
+    memset(&m, 0, sizeof m);
+    memset(buf, 0, cap);
+    m.msg_control = buf;
+    m.msg_controllen = cap;
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    if (pi->family == AF_INET) {
+        if (cap < CMSG_SPACE(sizeof(struct in_pktinfo))) return 0;
+        struct in_pktinfo ip;
+        memset(&ip, 0, sizeof ip);
+        ip.ipi_spec_dst = pi->addr.v4; /* source address; the routing picks the interface */
+        c->cmsg_level = IPPROTO_IP;
+        c->cmsg_type = IP_PKTINFO;
+        c->cmsg_len = CMSG_LEN(sizeof ip);
+        memcpy(CMSG_DATA(c), &ip, sizeof ip);
+        return CMSG_SPACE(sizeof ip);
+    }
+    if (cap < CMSG_SPACE(sizeof(struct in6_pktinfo))) return 0;
+    struct in6_pktinfo ip6;
+    memset(&ip6, 0, sizeof ip6);
+    ip6.ipi6_addr = pi->addr.v6;
+    ip6.ipi6_ifindex = (unsigned)pi->ifindex; /* needed for link-local sources */
+    c->cmsg_level = IPPROTO_IPV6;
+    c->cmsg_type = IPV6_PKTINFO;
+    c->cmsg_len = CMSG_LEN(sizeof ip6);
+    memcpy(CMSG_DATA(c), &ip6, sizeof ip6);
+    return CMSG_SPACE(sizeof ip6);
+}
 
 /* Sends the queued async UDP replies: one sendmmsg per run of replies on one socket. */
 void srv_udp_async_flush(struct worker *w)
@@ -45,10 +106,18 @@ void srv_send_async(struct query *qs, const uint8_t *msg, size_t len)
     }
     struct worker *w = qs->w;
     if (len > UDP_TX_MAX || w->closing) { /* no loop iteration left to flush a queue */
+        uint8_t ctl[SRV_PKTINFO_CMSG];
+        struct iovec iov = {.iov_base = (void *)msg, .iov_len = len};
+        struct msghdr m;
+        memset(&m, 0, sizeof m);
+        m.msg_name = &qs->peer;
+        m.msg_namelen = qs->peerlen;
+        m.msg_iov = &iov;
+        m.msg_iovlen = 1;
+        m.msg_controllen = srv_pktinfo_write(&qs->pkt, ctl, sizeof ctl);
+        m.msg_control = m.msg_controllen ? ctl : NULL;
         ssize_t n;
-        do
-            n = sendto(qs->ul->fd, msg, len, MSG_DONTWAIT, (const struct sockaddr *)&qs->peer,
-                       qs->peerlen);
+        do n = sendmsg(qs->ul->fd, &m, MSG_DONTWAIT);
         while (n < 0 && errno == EINTR);
         return;
     }
@@ -64,6 +133,8 @@ void srv_send_async(struct query *qs, const uint8_t *msg, size_t len)
     w->atx[i].msg_hdr.msg_iovlen = 1;
     w->atx[i].msg_hdr.msg_name = &w->atxaddr[i];
     w->atx[i].msg_hdr.msg_namelen = qs->peerlen;
+    w->atx[i].msg_hdr.msg_controllen = srv_pktinfo_write(&qs->pkt, w->atxctl[i], SRV_PKTINFO_CMSG);
+    w->atx[i].msg_hdr.msg_control = w->atx[i].msg_hdr.msg_controllen ? w->atxctl[i] : NULL;
     w->atxfd[i] = qs->ul->fd;
     if (!ev_is_active(&w->atx_flush)) ev_prepare_start(w->loop, &w->atx_flush);
 }
@@ -73,6 +144,7 @@ void srv_udp_on_read(struct ev_loop *loop, ev_io *io, int revents)
     (void)loop, (void)revents;
     struct ulistener *ul = io->data;
     struct worker *w = ul->w;
+    bool pk = srv_laddr_wildcard(ul->la); /* the socket has IP_PKTINFO / IPV6_RECVPKTINFO */
     for (int round = 0; round < UDP_BATCHES_MAX && !w->stopping; round++) {
         for (int i = 0; i < UDP_BATCH; i++) {
             w->rxiov[i].iov_base = w->rxbuf[i];
@@ -82,6 +154,8 @@ void srv_udp_on_read(struct ev_loop *loop, ev_io *io, int revents)
             w->rx[i].msg_hdr.msg_iovlen = 1;
             w->rx[i].msg_hdr.msg_name = &w->rxaddr[i];
             w->rx[i].msg_hdr.msg_namelen = sizeof w->rxaddr[i];
+            w->rx[i].msg_hdr.msg_control = pk ? w->rxctl[i] : NULL;
+            w->rx[i].msg_hdr.msg_controllen = pk ? SRV_PKTINFO_CMSG : 0;
         }
         int n = recvmmsg(ul->fd, w->rx, UDP_BATCH, MSG_DONTWAIT, NULL);
         if (n <= 0) break;
@@ -94,9 +168,12 @@ void srv_udp_on_read(struct ev_loop *loop, ev_io *io, int revents)
                 len = srv_build_header_error(w->txbuf[nt], w->rxbuf[i], DNS_RCODE_FORMERR);
             } else {
                 size_t olen = 0;
+                srv_pktinfo_read(&w->rx[i].msg_hdr, &w->rxpkt[i]);
+                w->cur_pkt = w->rxpkt[i].family ? &w->rxpkt[i] : NULL;
                 enum qres res = srv_handle_query(w, ul->la, ul, NULL, &w->rxaddr[i],
                                                  w->rx[i].msg_hdr.msg_namelen, w->rxbuf[i], len,
                                                  w->txbuf[nt], UDP_TX_MAX, &olen);
+                w->cur_pkt = NULL;
                 if (res != Q_REPLY) continue;
                 len = olen;
             }
@@ -107,6 +184,13 @@ void srv_udp_on_read(struct ev_loop *loop, ev_io *io, int revents)
             w->tx[nt].msg_hdr.msg_iovlen = 1;
             w->tx[nt].msg_hdr.msg_name = &w->rxaddr[i];
             w->tx[nt].msg_hdr.msg_namelen = w->rx[i].msg_hdr.msg_namelen;
+            if (pk) { /* FORMERR replies too: read the pktinfo if not done yet */
+                srv_pktinfo_read(&w->rx[i].msg_hdr, &w->rxpkt[i]);
+                w->tx[nt].msg_hdr.msg_controllen =
+                    srv_pktinfo_write(&w->rxpkt[i], w->txctl[nt], SRV_PKTINFO_CMSG);
+                w->tx[nt].msg_hdr.msg_control =
+                    w->tx[nt].msg_hdr.msg_controllen ? w->txctl[nt] : NULL;
+            }
             nt++;
         }
         for (int sent = 0; sent < nt;) {

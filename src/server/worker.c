@@ -5,7 +5,9 @@
  * sockets on every listen address, and per server block its own L1 shard, redis_cache
  * handle and forwarder. Nothing on the query path is shared between workers: the route
  * tables are read-only after start, counters are the worker's own (a scrape asks the worker
- * for a snapshot through an ev_async; see srv_runtime_collect).
+ * for a snapshot through an ev_async; see srv_runtime_collect). What a worker serves is its
+ * current generation (struct wgen, reload_gen.c): a reload builds the next one on the
+ * worker's own loop and swaps it in there.
  *
  * The query path lives beside this file: query.c (one query: parse, route, L1, L2,
  * forward, store, reply), udp.c (recvmmsg/sendmmsg batches and the async reply queue) and
@@ -31,7 +33,17 @@
 
 /* ---- sockets ------------------------------------------------------------------------------ */
 
-static int open_socket(const struct laddr *la, int type, char *err, size_t errlen)
+bool srv_laddr_wildcard(const struct laddr *la)
+{
+    if (la->v6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&la->sa;
+        return IN6_IS_ADDR_UNSPECIFIED(&a->sin6_addr);
+    }
+    const struct sockaddr_in *a = (const struct sockaddr_in *)&la->sa;
+    return a->sin_addr.s_addr == htonl(INADDR_ANY);
+}
+
+int srv_open_socket(const struct laddr *la, int type, char *err, size_t errlen)
 {
     int fd = socket(la->sa.ss_family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
@@ -46,6 +58,15 @@ static int open_socket(const struct laddr *la, int type, char *err, size_t errle
         return -1;
     }
     if (la->v6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    if (type == SOCK_DGRAM && srv_laddr_wildcard(la)) { /* replies leave from the query's address */
+        int rc = la->v6 ? setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof one)
+                        : setsockopt(fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof one);
+        if (rc != 0) {
+            snprintf(err, errlen, "pktinfo %s: %s", la->text, strerror(errno));
+            close(fd);
+            return -1;
+        }
+    }
     if (type == SOCK_DGRAM) {
         int sz = 4 * 1024 * 1024;
         setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
@@ -95,11 +116,19 @@ static void worker_on_snap(struct ev_loop *loop, ev_async *a, int revents)
     worker_snapshot(a->data);
 }
 
+static bool gen_writes_pending(const struct wgen *g)
+{
+    for (size_t b = 0; b < g->nblocks; b++)
+        if (g->blocks[b].rc && g->blocks[b].own_rc && rcp_cache_pending_writes(g->blocks[b].rc))
+            return true;
+    return false;
+}
+
 static bool worker_drained(struct worker *w)
 {
     if (w->inflight || w->conns) return false;
-    for (size_t b = 0; b < w->nblocks; b++)
-        if (w->blocks[b].rc && rcp_cache_pending_writes(w->blocks[b].rc)) return false;
+    for (const struct wgen *g = w->gens; g; g = g->next)
+        if (gen_writes_pending(g)) return false;
     return true;
 }
 
@@ -147,16 +176,27 @@ static void *worker_main(void *arg)
     ev_run(w->loop, 0);
     srv_udp_async_flush(w); /* replies queued in the last iteration (the loop ended in a timer) */
     worker_snapshot(w);
-    /* Teardown on this thread: callbacks of pending work see `closing` and only release. */
+    /* Teardown on this thread: callbacks of pending work see `closing` and only release.
+     * Every generation's Redis handles go before any forwarder, as pending lookups fall
+     * through to forward; each part is freed by the generation that owns it. */
     w->closing = true;
-    for (size_t b = 0; b < w->nblocks; b++) {
-        if (w->blocks[b].rc) rcp_cache_free(w->blocks[b].rc);
-        w->blocks[b].rc = NULL;
-    }
-    for (size_t b = 0; b < w->nblocks; b++) {
-        if (w->blocks[b].fwd) fwd_free(w->blocks[b].fwd);
-        w->blocks[b].fwd = NULL;
-    }
+    ev_timer_stop(w->loop, &w->gc_timer);
+    for (struct wgen *g = w->gens; g; g = g->next)
+        for (size_t b = 0; b < g->nblocks; b++)
+            if (g->blocks[b].rc && g->blocks[b].own_rc) rcp_cache_free(g->blocks[b].rc);
+    for (struct wgen *g = w->gens; g; g = g->next)
+        for (size_t b = 0; b < g->nblocks; b++) {
+            g->blocks[b].rc = NULL; /* kept parts are shared: clear them everywhere */
+            g->blocks[b].own_rc = false;
+        }
+    for (struct wgen *g = w->gens; g; g = g->next)
+        for (size_t b = 0; b < g->nblocks; b++)
+            if (g->blocks[b].fwd && g->blocks[b].own_fwd) fwd_free(g->blocks[b].fwd);
+    for (struct wgen *g = w->gens; g; g = g->next)
+        for (size_t b = 0; b < g->nblocks; b++) {
+            g->blocks[b].fwd = NULL;
+            g->blocks[b].own_fwd = false;
+        }
     while (w->conns) {
         struct tconn *c = w->conns;
         c->inflight = 0;
@@ -168,22 +208,20 @@ static void *worker_main(void *arg)
 static void worker_free(struct worker *w)
 {
     if (!w) return;
-    for (size_t b = 0; b < w->nblocks; b++) {
-        if (w->blocks[b].rc) rcp_cache_free(w->blocks[b].rc);
-        if (w->blocks[b].fwd) fwd_free(w->blocks[b].fwd);
-        if (w->blocks[b].l1) l1_free(w->blocks[b].l1);
-    }
+    w->closing = true;
     while (w->conns) {
         struct tconn *c = w->conns;
         c->inflight = 0;
         srv_tconn_close(c);
     }
-    for (size_t i = 0; i < w->nl; i++) {
-        if (w->ul && w->ul[i].fd >= 0) close(w->ul[i].fd);
-        if (w->tl && w->tl[i].fd >= 0) close(w->tl[i].fd);
+    /* oldest first: a part kept by a reload is owned by the newer generation */
+    while (w->gens) {
+        struct wgen *g = w->gens;
+        w->gens = g->next;
+        srv_wgen_free(w, g);
     }
-    free(w->ul);
-    free(w->tl);
+    w->gen = NULL;
+    if (w->rl_built) srv_wgen_free(w, w->rl_built);
     for (size_t i = 0; i < w->nchunks; i++) free(w->chunks[i]);
     free(w->chunks);
     free(w->rxbuf);
@@ -203,7 +241,7 @@ static void worker_free(struct worker *w)
 
 static struct worker *worker_new(struct srv_runtime *rt, unsigned id, char *err, size_t errlen)
 {
-    const struct srv_config *cfg = rt->cfg;
+    struct rgen *rg = rt->rg;
     struct worker *w = calloc(1, sizeof *w);
     if (!w) {
         snprintf(err, errlen, "out of memory");
@@ -221,87 +259,42 @@ static struct worker *worker_new(struct srv_runtime *rt, unsigned id, char *err,
     w->out = malloc(DNS_MSG_MAX + 16);
     w->rrs = malloc(DNS_RR_MAX * sizeof *w->rrs);
     w->rrs2 = malloc(DNS_RR_MAX * sizeof *w->rrs2);
-    w->ul = calloc(rt->naddrs ? rt->naddrs : 1, sizeof *w->ul);
-    w->tl = calloc(rt->naddrs ? rt->naddrs : 1, sizeof *w->tl);
     if (!w->loop || !w->rxbuf || !w->txbuf || !w->atxbuf || !w->scratch || !w->out || !w->rrs ||
-        !w->rrs2 || !w->ul || !w->tl || srv_stats_init(&w->live, cfg) != 0 ||
-        srv_stats_init(&w->snap, cfg) != 0) {
+        !w->rrs2) {
         snprintf(err, errlen, "out of memory");
         worker_free(w);
         return NULL;
     }
-    for (size_t i = 0; i < rt->naddrs; i++) w->ul[i].fd = w->tl[i].fd = -1;
+    ev_init(&w->gc_timer, srv_worker_on_gc);
+    w->gc_timer.data = w;
 
-    unsigned n = rt->nworkers;
-    for (size_t b = 0; b < cfg->nblocks; b++) {
-        const struct srv_block *blk = &cfg->blocks[b];
-        struct wblock *wb = &w->blocks[b];
-        wb->b = blk;
-        wb->slot_base = srv_slot_base(cfg, b);
-        w->nblocks = b + 1;
-        if (blk->has_cache) {
-            struct l1_opts o = blk->cache;
-            if (o.success_cap) o.success_cap = o.success_cap / n ? o.success_cap / n : 1;
-            if (o.denial_cap) o.denial_cap = o.denial_cap / n ? o.denial_cap / n : 1;
-            wb->l1 = l1_new(&o);
-            if (!wb->l1) {
-                snprintf(err, errlen, "%s:%u: cache: out of memory", blk->file, blk->line);
-                worker_free(w);
-                return NULL;
-            }
-            size_t nz = o.nzones ? o.nzones : blk->nzones;
-            for (size_t z = 0; z < nz && z < 64; z++) {
-                const char *t = o.nzones ? o.zones[z] : blk->zones[z];
-                uint16_t l = (uint16_t)dns_name_from_text(t, wb->l1_zones.zone[wb->l1_zones.n]);
-                if (l) wb->l1_zones.len[wb->l1_zones.n++] = l;
-            }
-        }
-        if (blk->redis_cache) {
-            struct rcp_config rc = *blk->redis_cache;
-            unsigned size = rc.pool.size ? rc.pool.size : 10 * srv_cpu_count();
-            rc.pool.size = size / n ? size / n : 1;
-            const char *zones[SRV_KEYS_MAX];
-            for (size_t z = 0; z < blk->nzones; z++) zones[z] = blk->zones[z];
-            char e[256];
-            wb->rc = rcp_cache_new(w->loop, &rc, zones, blk->nzones, e, sizeof e);
-            if (!wb->rc) {
-                snprintf(err, errlen, "%s:%u: redis_cache: %s", blk->redis_cache->file,
-                         blk->redis_cache->line, e);
-                worker_free(w);
-                return NULL;
-            }
-            rcp_cache_set_udp_size(wb->rc, OUR_UDP);
-        }
-        if (blk->has_forward) {
-            char e[256];
-            wb->fwd = fwd_new(w->loop, &blk->forward, e, sizeof e);
-            if (!wb->fwd) {
-                snprintf(err, errlen, "%s:%u: forward: %s", blk->forward.file, blk->forward.line,
-                         e);
-                worker_free(w);
-                return NULL;
-            }
-        }
+    struct wgen *g = srv_wgen_build(w, rg, err, errlen);
+    int(*fds)[2] = calloc(rg->naddrs ? rg->naddrs : 1, sizeof *fds);
+    if (!g || !fds) {
+        if (!fds) snprintf(err, errlen, "out of memory");
+        if (g) srv_wgen_free(w, g);
+        free(fds);
+        worker_free(w);
+        return NULL;
     }
-
-    w->nl = rt->naddrs;
-    for (size_t i = 0; i < rt->naddrs; i++) {
-        const struct laddr *la = &rt->addrs[i];
-        w->ul[i].w = w->tl[i].w = w;
-        w->ul[i].la = w->tl[i].la = la;
-        if ((w->ul[i].fd = open_socket(la, SOCK_DGRAM, err, errlen)) < 0 ||
-            (w->tl[i].fd = open_socket(la, SOCK_STREAM, err, errlen)) < 0) {
+    for (size_t i = 0; i < rg->naddrs; i++) fds[i][0] = fds[i][1] = -1;
+    for (size_t i = 0; i < rg->naddrs; i++) {
+        const struct laddr *la = &rg->addrs[i];
+        if ((fds[i][0] = srv_open_socket(la, SOCK_DGRAM, err, errlen)) < 0 ||
+            (fds[i][1] = srv_open_socket(la, SOCK_STREAM, err, errlen)) < 0) {
+            for (size_t k = 0; k <= i; k++) {
+                if (fds[k][0] >= 0) close(fds[k][0]);
+                if (fds[k][1] >= 0) close(fds[k][1]);
+            }
+            free(fds);
+            srv_wgen_free(w, g);
             worker_free(w);
             return NULL;
         }
-        ev_io_init(&w->ul[i].io, srv_udp_on_read, w->ul[i].fd, EV_READ);
-        w->ul[i].io.data = &w->ul[i];
-        ev_io_start(w->loop, &w->ul[i].io);
-        ev_io_init(&w->tl[i].io, srv_tcp_on_accept, w->tl[i].fd, EV_READ);
-        w->tl[i].io.data = &w->tl[i];
-        ev_io_start(w->loop, &w->tl[i].io);
     }
     w->accepting = true;
+    srv_wgen_commit(w, g, fds);
+    free(fds);
 
     ev_async_init(&w->stop_async, worker_on_stop);
     w->stop_async.data = w;
@@ -309,6 +302,9 @@ static struct worker *worker_new(struct srv_runtime *rt, unsigned id, char *err,
     ev_async_init(&w->snap_async, worker_on_snap);
     w->snap_async.data = w;
     ev_async_start(w->loop, &w->snap_async);
+    ev_async_init(&w->reload_async, srv_worker_on_reload);
+    w->reload_async.data = w;
+    ev_async_start(w->loop, &w->reload_async);
     ev_prepare_init(&w->atx_flush, srv_udp_async_on_prepare);
     w->atx_flush.data = w;
     ev_timer_init(&w->drain_timer, worker_on_drain, 0.005, 0.005);
@@ -351,7 +347,7 @@ static int laddr_fill(struct laddr *la, const char *host, uint16_t port)
     return -1;
 }
 
-static bool laddr_same(const struct laddr *a, const struct laddr *b)
+bool srv_laddr_same(const struct laddr *a, const struct laddr *b)
 {
     return a->salen == b->salen && memcmp(&a->sa, &b->sa, a->salen) == 0;
 }
@@ -366,19 +362,19 @@ static bool block_listens(const struct srv_block *blk, const struct laddr *la)
     }
     for (size_t i = 0; i < blk->nbinds; i++) {
         struct laddr t;
-        if (laddr_fill(&t, blk->binds[i], blk->port) == 0 && laddr_same(&t, la)) return true;
+        if (laddr_fill(&t, blk->binds[i], blk->port) == 0 && srv_laddr_same(&t, la)) return true;
     }
     return false;
 }
 
-static int runtime_addrs(struct srv_runtime *rt, char *err, size_t errlen)
+int srv_rgen_addrs(struct rgen *rg, char *err, size_t errlen)
 {
-    const struct srv_config *cfg = rt->cfg;
+    const struct srv_config *cfg = rg->cfg;
     size_t cap = 0;
     for (size_t b = 0; b < cfg->nblocks; b++)
         cap += cfg->blocks[b].nbinds ? cfg->blocks[b].nbinds : 2;
-    rt->addrs = calloc(cap ? cap : 1, sizeof *rt->addrs);
-    if (!rt->addrs) {
+    rg->addrs = calloc(cap ? cap : 1, sizeof *rg->addrs);
+    if (!rg->addrs) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
@@ -401,13 +397,13 @@ static int runtime_addrs(struct srv_runtime *rt, char *err, size_t errlen)
                 close(fd);
             }
             size_t j;
-            for (j = 0; j < rt->naddrs; j++)
-                if (laddr_same(&rt->addrs[j], &t)) break;
-            if (j == rt->naddrs) rt->addrs[rt->naddrs++] = t;
+            for (j = 0; j < rg->naddrs; j++)
+                if (srv_laddr_same(&rg->addrs[j], &t)) break;
+            if (j == rg->naddrs) rg->addrs[rg->naddrs++] = t;
         }
     }
-    for (size_t i = 0; i < rt->naddrs; i++) {
-        struct laddr *la = &rt->addrs[i];
+    for (size_t i = 0; i < rg->naddrs; i++) {
+        struct laddr *la = &rg->addrs[i];
         la->drop_block = -1;
         for (size_t b = 0; b < cfg->nblocks; b++) {
             const struct srv_block *blk = &cfg->blocks[b];
@@ -427,7 +423,18 @@ static int runtime_addrs(struct srv_runtime *rt, char *err, size_t errlen)
     return 0;
 }
 
-struct srv_runtime *srv_runtime_new(const struct srv_config *cfg, unsigned nworkers, char *err,
+void srv_rgen_release(struct rgen *rg)
+{
+    if (!rg || atomic_fetch_sub(&rg->refs, 1) != 1) return;
+    if (rg->cfg) {
+        srv_config_free(rg->cfg);
+        free(rg->cfg);
+    }
+    free(rg->addrs);
+    free(rg);
+}
+
+struct srv_runtime *srv_runtime_new(struct srv_config *cfg, unsigned nworkers, char *err,
                                     size_t errlen)
 {
     if (cfg->nblocks == 0) {
@@ -435,26 +442,38 @@ struct srv_runtime *srv_runtime_new(const struct srv_config *cfg, unsigned nwork
         return NULL;
     }
     struct srv_runtime *rt = calloc(1, sizeof *rt);
-    if (!rt) {
+    struct rgen *rg = calloc(1, sizeof *rg);
+    if (!rt || !rg) {
+        free(rt);
+        free(rg);
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    rt->cfg = cfg;
+    rg->cfg = cfg;
+    atomic_init(&rg->refs, 1);
+    rt->rg = rg;
     rt->nworkers = nworkers ? nworkers : 1;
     rt->w = calloc(rt->nworkers, sizeof *rt->w);
-    if (!rt->w || runtime_addrs(rt, err, errlen) != 0) {
+    if (!rt->w || srv_rgen_addrs(rg, err, errlen) != 0) {
         if (!rt->w) snprintf(err, errlen, "out of memory");
+        rg->cfg = NULL; /* the caller keeps it */
         srv_runtime_free(rt);
         return NULL;
     }
     for (unsigned i = 0; i < rt->nworkers; i++) {
         rt->w[i] = worker_new(rt, i, err, errlen);
         if (!rt->w[i]) {
+            rg->cfg = NULL;
             srv_runtime_free(rt);
             return NULL;
         }
     }
     return rt;
+}
+
+const struct srv_config *srv_runtime_config(const struct srv_runtime *rt)
+{
+    return rt->rg->cfg;
 }
 
 int srv_runtime_start(struct srv_runtime *rt, char *err, size_t errlen)
@@ -500,7 +519,7 @@ void srv_runtime_free(struct srv_runtime *rt)
     if (rt->w)
         for (unsigned i = 0; i < rt->nworkers; i++) worker_free(rt->w[i]);
     free(rt->w);
-    free(rt->addrs);
+    srv_rgen_release(rt->rg);
     free(rt);
 }
 

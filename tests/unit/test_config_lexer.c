@@ -1,5 +1,7 @@
 /* tests/unit/test_config_lexer.c — the Corefile lexer (src/config): words, comments, quotes,
- * continuations, {$ENV}, braces, line numbers, errors; and the cursor helpers. */
+ * continuations, {$ENV}, braces, line numbers, errors; and the cursor helpers; the token side of
+ * cfg_lex_expand (the import rules are tested through the Corefile in
+ * test_server_corefile.c). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -339,6 +341,48 @@ static void test_cfg_is(void **state)
     cfg_tokens_free(&t);
 }
 
+/* cfg_lex_expand: a snippet definition leaves no token, its tokens are pasted at the import
+ * with their own lines, and a pasted line is a logical line of its own (cfg_args_end never
+ * runs across the import). */
+static void test_expand_snippet_keeps_lines_and_splits_logical_lines(void **state)
+{
+    const char *s = "(s) {\n"           /* 1 */
+                    "  log x \\\n"      /* 2 */
+                    "    y\n"           /* 3 */
+                    "}\n"               /* 4 */
+                    ". {\n"             /* 5 */
+                    "  errors import\n" /* 6: not a directive position: a word */
+                    "  import s\n"      /* 7 */
+                    "  cache\n"         /* 8 */
+                    "}\n";
+    struct cfg_tokens t;
+    struct cfg_error err;
+    memset(&err, 0, sizeof err);
+    assert_int_equal(cfg_lex_expand(&t, "Corefile", s, strlen(s), &err), 0);
+    assert_string_equal(joined(&t), ".|{|errors|import|log|x|y|cache|}");
+    unsigned lines[] = {5, 5, 6, 6, 2, 2, 3, 8, 9};
+    for (size_t i = 0; i < t.n; i++) {
+        assert_int_equal(t.tok[i].line, lines[i]);
+        assert_string_equal(t.tok[i].file, "Corefile");
+    }
+    struct cfg_cursor c = {&t, 2}; /* errors import */
+    assert_int_equal(cfg_args_end(&c), 4);
+    c.pos = 4; /* log x y (one logical line in the snippet), then cache */
+    assert_int_equal(cfg_args_end(&c), 7);
+    assert_int_equal(t.tok[4].lline, t.tok[6].lline);
+    assert_true(t.tok[7].lline != t.tok[6].lline);
+    cfg_tokens_free(&t);
+
+    /* nothing but a snippet: no tokens, and freeing is safe */
+    assert_int_equal(cfg_lex_expand(&t, "Corefile", "(a) {\n}\n", 8, &err), 0);
+    assert_int_equal(t.n, 0);
+    cfg_tokens_free(&t);
+    /* a lexing error is reported as by cfg_lex */
+    assert_int_equal(cfg_lex_expand(&t, "Corefile", "a \"b\n", 5, &err), -1);
+    assert_int_equal(err.line, 1);
+    assert_null(t.tok);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -365,6 +409,7 @@ int main(void)
         cmocka_unit_test(test_quoted_brace_is_an_argument_for_args_end),
         cmocka_unit_test(test_error_format_and_error_at),
         cmocka_unit_test(test_cfg_is),
+        cmocka_unit_test(test_expand_snippet_keeps_lines_and_splits_logical_lines),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

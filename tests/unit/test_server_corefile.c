@@ -3,7 +3,8 @@
  * brace-less lone block), every directive (bind, errors, log, health, ready, prometheus,
  * cache, redis_cache, forward) and their rules across blocks, what is not supported yet,
  * unknown directives, errors with FILE:LINE, all errors collected, metric labels and
- * routing by the longest zone suffix. */
+ * routing by the longest zone suffix; import of files, globs and snippets (nesting, cycles,
+ * depth, error positions inside imported files), loop and timeouts. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <cmocka.h>
 
 #include "plugin/plugin.h"
@@ -239,9 +241,10 @@ static void test_block_structure_errors(void **state)
                    "expected '{' after the server block keys");
     assert_rejects(".:1053 {\n  forward . 127.0.0.1 {\n    force_tcp\n}\n", 1, "missing '}'");
     assert_rejects(".:1053 {\n  { errors }\n}\n", 2, "unexpected \"{\"");
-    assert_rejects("(snip) {\n  errors\n}\n.:1053 {\n}\n", 1,
-                   "(snip): snippets are not supported yet");
-    assert_rejects("import common.conf\n.:1053 {\n}\n", 1, "import: not supported yet");
+    assert_rejects("(snip) {\n  errors\n.:1053 {\n}\n", 1,
+                   "(snip): missing '}' to close the snippet");
+    assert_rejects("import no-such-file.conf\n.:1053 {\n}\n", 1,
+                   "import: cannot read no-such-file.conf: No such file or directory");
     assert_rejects(".:53 }\n", 1, "unexpected '}'");
 }
 
@@ -359,8 +362,9 @@ static void test_http_directives(void **state)
     assert_rejects(".:1053 {\n prometheus\n prometheus :9154\n}\n", 3,
                    "prometheus: only one prometheus per server block (first at line 2)");
     assert_rejects(".:1053 {\n prometheus :9154 {\n }\n}\n", 2, "a block is not supported yet");
-    assert_rejects(".:1053 {\n health {\n lameduck 5s\n }\n}\n", 2,
-                   "health: a block (lameduck) is not supported yet");
+    /* health's block (lameduck) and reload: tests/unit/test_server_reload.c */
+    assert_rejects(".:1053 {\n health {\n lameduck soon\n }\n}\n", 3,
+                   "health: lameduck: invalid duration");
     assert_rejects(".:1053 {\n health\n health\n}\n", 3, "only one health");
     assert_rejects("a.org {\n health :8080\n}\nb.org {\n health :8081\n}\n", 5,
                    "health: :8081 differs from :8080 at line 2");
@@ -435,10 +439,7 @@ static void test_cache_forward_redis(void **state)
 
 static void test_not_supported_and_unknown(void **state)
 {
-    assert_rejects(".:1053 {\n reload\n}\n", 2, "reload: not supported yet");
-    assert_rejects(".:1053 {\n reload 10s\n}\n", 2, "reload: not supported yet");
-    assert_rejects(".:1053 {\n loop\n}\n", 2, "loop: not supported yet");
-    assert_rejects(".:1053 {\n import snip\n}\n", 2, "import: not supported yet");
+    assert_rejects(".:1053 {\n reload 1s\n}\n", 2, "reload: interval must be at least 2s");
     assert_rejects(".:1053 {\n\n whoami\n}\n", 3, "whoami: unknown directive");
     assert_rejects(".:1053 {\n kubernetes cluster.local\n}\n", 2, "kubernetes: unknown directive");
     assert_rejects(".:1053 {\n \"{\"\n}\n", 2, "{: unknown directive");
@@ -479,14 +480,14 @@ static void test_all_errors_collected(void **state)
                        "}\n"                  /* 15 */
                        "b.org {\n"            /* 16 */
                        "  health {\n"         /* 17: error */
-                       "    lameduck 1s\n"    /* 18 */
+                       "    lameduck\n"       /* 18 */
                        "  }\n"                /* 19 */
                        "}\n";                 /* 20 */
     struct parsed p;
     parse(&p, text);
     assert_int_equal(p.rc, -1);
     assert_int_equal(p.nerrs, 5);
-    const unsigned lines[] = {2, 8, 12, 14, 17};
+    const unsigned lines[] = {2, 8, 12, 14, 18};
     const char *what[] = {"whoami: unknown directive", "only dns://", "cache: ", "already served",
                           "lameduck"};
     for (size_t i = 0; i < 5; i++) {
@@ -605,6 +606,287 @@ static void test_route(void **state)
     srv_config_free(&p.cfg);
 }
 
+/* ---- import, snippets, loop, timeouts ----------------------------------------------------- */
+
+/* A fresh directory for files to import; removed by rm_tree at the end of the test. */
+static void mk_tree(char *dir, size_t cap)
+{
+    snprintf(dir, cap, "%s/rc-corefile-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+    assert_non_null(mkdtemp(dir));
+}
+
+static void put_file(const char *dir, const char *name, const char *text)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    char *slash = strrchr(path, '/');
+    if (slash > path + strlen(dir)) { /* a subdirectory */
+        *slash = '\0';
+        mkdir(path, 0700);
+        *slash = '/';
+    }
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static void rm_tree(const char *dir)
+{
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+/* Parses `text` as DIR/Corefile. */
+static void parse_in(struct parsed *p, const char *dir, const char *text)
+{
+    char file[512];
+    snprintf(file, sizeof file, "%s/Corefile", dir);
+    memset(p, 0, sizeof *p);
+    p->rc = srv_config_parse(&p->cfg, file, text, strlen(text), p->errs, MAXERR, &p->nerrs);
+    for (size_t i = 0; i < p->nerrs && i < MAXERR; i++)
+        cfg_error_format(&p->errs[i], p->msg[i], sizeof p->msg[i]);
+}
+
+static void ok_in(struct parsed *p, const char *dir, const char *text)
+{
+    parse_in(p, dir, text);
+    if (p->rc != 0) fail_msg("rejected: %s\n%s", p->msg[0], text);
+}
+
+/* Rejected with one error "DIR/FILE:LINE: ..." containing `why` (FILE relative to dir). */
+static void rejects_in(const char *dir, const char *text, const char *file, unsigned line,
+                       const char *why)
+{
+    struct parsed p;
+    parse_in(&p, dir, text);
+    if (p.rc == 0) fail_msg("accepted:\n%s", text);
+    if (p.nerrs != 1) fail_msg("%zu errors (first: %s)", p.nerrs, p.msg[0]);
+    char want[600];
+    snprintf(want, sizeof want, "%s/%s:%u: ", dir, file, line);
+    if (strncmp(p.msg[0], want, strlen(want)) != 0)
+        fail_msg("message \"%s\" does not start with \"%s\"", p.msg[0], want);
+    if (!strstr(p.msg[0], why)) fail_msg("message \"%s\" lacks \"%s\"", p.msg[0], why);
+    assert_null(p.cfg.blocks);
+}
+
+static void test_import_file_into_block(void **state)
+{
+    char dir[256];
+    mk_tree(dir, sizeof dir);
+    put_file(dir, "common.conf", "errors\nlog\n");
+    put_file(dir, "conf.d/fwd.conf", "forward . 127.0.0.1:5300\n");
+    struct parsed p;
+    ok_in(&p, dir,
+          ".:1053 {\n import common.conf\n cache\n}\n"
+          "example.org:1053 {\n import conf.d/fwd.conf\n}\n");
+    assert_int_equal(p.cfg.nblocks, 2);
+    assert_true(p.cfg.blocks[0].errors && p.cfg.blocks[0].log && p.cfg.blocks[0].has_cache);
+    assert_false(p.cfg.blocks[0].has_forward);
+    assert_true(p.cfg.blocks[1].has_forward);
+    assert_false(p.cfg.blocks[1].errors);
+    srv_config_free(&p.cfg);
+
+    /* an absolute path works too */
+    char text[600];
+    snprintf(text, sizeof text, ".:1053 {\n import %s/common.conf\n}\n", dir);
+    parse(&p, text);
+    assert_int_equal(p.rc, 0);
+    assert_true(p.cfg.blocks[0].errors && p.cfg.blocks[0].log);
+    srv_config_free(&p.cfg);
+    rm_tree(dir);
+}
+
+static void test_import_glob_in_sorted_order_and_empty_glob(void **state)
+{
+    char dir[256];
+    mk_tree(dir, sizeof dir);
+    /* server blocks imported at the top level, pasted in glob's sorted order */
+    put_file(dir, "zones/b.conf", "b.example:1053 {\n log\n}\n");
+    put_file(dir, "zones/a.conf", "a.example:1053 {\n errors\n}\n");
+    put_file(dir, "zones/skip.txt", "this is not a Corefile {\n");
+    struct parsed p;
+    ok_in(&p, dir, "import zones/*.conf\n.:1053 {\n import nothing/*.conf\n}\n");
+    assert_int_equal(p.cfg.nblocks, 3);
+    assert_string_equal(p.cfg.blocks[0].zones[0], "a.example.");
+    assert_true(p.cfg.blocks[0].errors);
+    assert_string_equal(p.cfg.blocks[1].zones[0], "b.example.");
+    assert_true(p.cfg.blocks[1].log);
+    assert_string_equal(p.cfg.blocks[2].zones[0], ".");
+    /* a block's file and line are where its keys are: the imported file */
+    char want[512];
+    snprintf(want, sizeof want, "%s/zones/a.conf", dir);
+    assert_string_equal(p.cfg.blocks[0].file, want);
+    assert_int_equal(p.cfg.blocks[0].line, 1);
+    srv_config_free(&p.cfg);
+    rm_tree(dir);
+}
+
+static void test_snippets_pasted_where_imported(void **state)
+{
+    struct parsed p;
+    assert_ok(&p, "(common) {\n"
+                  "    errors\n"
+                  "    log\n"
+                  "}\n"
+                  "(one) { cache }\n"
+                  ".:1053 {\n"
+                  "    import common\n"
+                  "    forward . 127.0.0.1\n"
+                  "}\n"
+                  "example.org:1053 {\n"
+                  "    import one\n"
+                  "    import common\n"
+                  "}\n");
+    assert_int_equal(p.cfg.nblocks, 2);
+    assert_true(p.cfg.blocks[0].errors && p.cfg.blocks[0].log && p.cfg.blocks[0].has_forward);
+    assert_false(p.cfg.blocks[0].has_cache);
+    assert_true(p.cfg.blocks[1].has_cache && p.cfg.blocks[1].errors);
+    srv_config_free(&p.cfg);
+
+    /* a pasted line never joins the line after the import: forward gets one upstream and
+     * the next line is its own directive */
+    assert_ok(&p, "(fwd) {\n forward . 127.0.0.1\n}\n.:1053 {\n import fwd\n errors\n}\n");
+    assert_int_equal(p.cfg.blocks[0].forward.nup, 1);
+    assert_true(p.cfg.blocks[0].errors);
+    srv_config_free(&p.cfg);
+
+    /* inside a plugin's block */
+    assert_ok(&p, "(opts) {\n force_tcp\n}\n.:1053 {\n forward . 127.0.0.1 {\n"
+                  "  import opts\n }\n}\n");
+    assert_true(p.cfg.blocks[0].forward.force_tcp);
+    srv_config_free(&p.cfg);
+
+    /* a snippet is known only after its definition: before it, the name is a file */
+    assert_rejects(".:1053 {\n import later\n}\n(later) {\n errors\n}\n", 2,
+                   "import: cannot read later: No such file or directory");
+    assert_rejects("(s) {\n errors\n}\n(s) {\n log\n}\n.:1053 {\n}\n", 4,
+                   "(s): snippet defined twice");
+    assert_rejects("(s)\n.:1053 {\n}\n", 1, "(s): expected '{' after a snippet name");
+    /* inside a server block, (name) is not a definition */
+    assert_rejects(".:1053 {\n (s) {\n }\n}\n", 2, "(s): unknown directive");
+}
+
+static void test_nested_imports(void **state)
+{
+    char dir[256];
+    mk_tree(dir, sizeof dir);
+    /* snippet -> file -> file in a subdirectory (relative to the importing file) */
+    put_file(dir, "sub/one.conf", "import two.conf\nerrors\n");
+    put_file(dir, "sub/two.conf", "log\n");
+    struct parsed p;
+    ok_in(&p, dir, "(s) {\n import sub/one.conf\n}\n.:1053 {\n import s\n}\n");
+    assert_true(p.cfg.blocks[0].errors && p.cfg.blocks[0].log);
+    srv_config_free(&p.cfg);
+    /* a file defining a snippet at the top level, used by the importer afterwards */
+    put_file(dir, "snippets.conf", "(fwd) {\n forward . 127.0.0.1\n}\n");
+    ok_in(&p, dir, "import snippets.conf\n.:1053 {\n import fwd\n}\n");
+    assert_true(p.cfg.blocks[0].has_forward);
+    srv_config_free(&p.cfg);
+    rm_tree(dir);
+}
+
+static void test_import_cycles_and_depth_are_errors(void **state)
+{
+    char dir[256];
+    mk_tree(dir, sizeof dir);
+    put_file(dir, "a.conf", "errors\nimport b.conf\n");
+    put_file(dir, "b.conf", "\nimport a.conf\n");
+    rejects_in(dir, ".:1053 {\n import a.conf\n}\n", "b.conf", 2, "import: a.conf: import cycle");
+    /* the Corefile importing itself */
+    put_file(dir, "Corefile", ".:1053 {\n}\nimport Corefile\n");
+    rejects_in(dir, ".:1053 {\n}\nimport Corefile\n", "Corefile", 3, "import cycle");
+    /* a snippet importing itself, through another */
+    assert_rejects("(x) {\n import y\n}\n(y) {\n import x\n}\n.:1053 {\n import x\n}\n", 5,
+                   "import: x: import cycle (snippet x imports itself)");
+    /* a chain deeper than CFG_IMPORT_DEPTH */
+    for (int i = 0; i < CFG_IMPORT_DEPTH + 2; i++) {
+        char name[32], text[64];
+        snprintf(name, sizeof name, "d%d.conf", i);
+        snprintf(text, sizeof text, "import d%d.conf\n", i + 1);
+        put_file(dir, name, text);
+    }
+    put_file(dir, "d12.conf", "errors\n");
+    struct parsed p;
+    parse_in(&p, dir, ".:1053 {\n import d0.conf\n}\n");
+    assert_int_equal(p.rc, -1);
+    assert_non_null(strstr(p.msg[0], "imports nested more than 10 deep"));
+    /* a short chain is fine */
+    ok_in(&p, dir, ".:1053 {\n import d8.conf\n}\n");
+    assert_true(p.cfg.blocks[0].errors);
+    srv_config_free(&p.cfg);
+    rm_tree(dir);
+
+    /* runaway expansion without a cycle: 8^7 tokens */
+    char text[2048];
+    size_t n = (size_t)snprintf(text, sizeof text, "(s0) {\n a a a a a a a a\n}\n");
+    for (int i = 1; i <= 6; i++) {
+        n += (size_t)snprintf(text + n, sizeof text - n, "(s%d) {\n", i);
+        for (int k = 0; k < 8; k++)
+            n += (size_t)snprintf(text + n, sizeof text - n, " import s%d\n", i - 1);
+        n += (size_t)snprintf(text + n, sizeof text - n, "}\n");
+    }
+    snprintf(text + n, sizeof text - n, ".:1053 {\n import s6\n}\n");
+    parse(&p, text);
+    assert_int_equal(p.rc, -1);
+    assert_non_null(strstr(p.msg[0], "expands to more than 262144 tokens"));
+}
+
+static void test_errors_inside_imported_files_name_them(void **state)
+{
+    char dir[256];
+    mk_tree(dir, sizeof dir);
+    put_file(dir, "conf.d/x.conf", "errors\n\nwhoami\n");
+    rejects_in(dir, ".:1053 {\n import conf.d/x.conf\n}\n", "conf.d/x.conf", 3,
+               "whoami: unknown directive");
+    put_file(dir, "quote.conf", "log\nforward . \"127.0.0.1\n");
+    rejects_in(dir, ".:1053 {\n import quote.conf\n}\n", "quote.conf", 2,
+               "unterminated quoted string");
+    put_file(dir, "fwd.conf", "forward . 127.0.0.1 {\n  policy bogus\n}\n");
+    rejects_in(dir, ".:1053 {\n import fwd.conf\n}\n", "fwd.conf", 2, "forward:");
+    /* a missing plain file is an error at the import line */
+    rejects_in(dir, ".:1053 {\n\n import missing.conf\n}\n", "Corefile", 3,
+               "missing.conf: No such file or directory");
+    /* a directory is not a file */
+    rejects_in(dir, ".:1053 {\n import conf.d\n}\n", "Corefile", 2, "Is a directory");
+    /* nor is a FIFO (reading it would stall the load) */
+    char fifo[300];
+    snprintf(fifo, sizeof fifo, "%s/fifo", dir);
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    rejects_in(dir, ".:1053 {\n import fifo\n}\n", "Corefile", 2, "fifo: not a regular file");
+    rm_tree(dir);
+    /* errors from a snippet's tokens point at its definition */
+    assert_rejects("(s) {\n errors\n bogus\n}\n.:1053 {\n import s\n}\n", 3,
+                   "bogus: unknown directive");
+    assert_rejects(".:1053 {\n import\n}\n", 2, "import: expected one pattern");
+    assert_rejects(".:1053 {\n import a b\n}\n", 2, "got 2 arguments");
+    assert_rejects(".:1053 {\n import \"\"\n}\n", 2, "import: empty pattern");
+}
+
+static void test_loop_and_timeouts_directives(void **state)
+{
+    struct parsed p;
+    assert_ok(&p, ".:1053 {\n loop\n forward . 127.0.0.1\n}\nexample.org:1053 {\n"
+                  " timeouts {\n  read 2s\n  idle 1m\n  write 3\n }\n}\n");
+    assert_true(p.cfg.blocks[0].loop);
+    assert_true(p.cfg.blocks[0].tcp_read == 0 && p.cfg.blocks[0].tcp_idle == 0);
+    assert_false(p.cfg.blocks[1].loop);
+    assert_true(p.cfg.blocks[1].tcp_read == 2 && p.cfg.blocks[1].tcp_idle == 60 &&
+                p.cfg.blocks[1].tcp_write == 3);
+    srv_config_free(&p.cfg);
+    assert_rejects(".:1053 {\n loop 10\n}\n", 2, "loop: takes no arguments");
+    assert_rejects(".:1053 {\n loop\n loop\n}\n", 3, "only one loop per server block");
+    assert_rejects(".:1053 {\n loop {\n }\n}\n", 2, "loop: a block is not supported");
+    assert_rejects(".:1053 {\n timeouts\n}\n", 2, "timeouts: a block with read");
+    assert_rejects(".:1053 {\n timeouts {\n }\n}\n", 2, "timeouts: a block with no timeouts");
+    assert_rejects(".:1053 {\n timeouts {\n read 500ms\n }\n}\n", 3, "must be between 1s and 24h");
+    assert_rejects(".:1053 {\n timeouts {\n idle 25h\n }\n}\n", 3, "between 1s and 24h");
+    assert_rejects(".:1053 {\n timeouts {\n idle soon\n }\n}\n", 3, "invalid duration");
+    assert_rejects(".:1053 {\n timeouts {\n max_queries 5\n }\n}\n", 3, "unknown option");
+    assert_rejects(".:1053 {\n timeouts {\n read\n }\n}\n", 3, "read: expected one duration");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -623,6 +905,13 @@ int main(void)
         cmocka_unit_test(test_all_errors_collected),
         cmocka_unit_test(test_too_many_blocks),
         cmocka_unit_test(test_route),
+        cmocka_unit_test(test_import_file_into_block),
+        cmocka_unit_test(test_import_glob_in_sorted_order_and_empty_glob),
+        cmocka_unit_test(test_snippets_pasted_where_imported),
+        cmocka_unit_test(test_nested_imports),
+        cmocka_unit_test(test_import_cycles_and_depth_are_errors),
+        cmocka_unit_test(test_errors_inside_imported_files_name_them),
+        cmocka_unit_test(test_loop_and_timeouts_directives),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -2,7 +2,7 @@
  * patched for the client, TTL aging and keepttl, expiry, CoreDNS's bounds per kind, no
  * poisoning across DO/CD/type/class/name under one key, capacity per kind with eviction, the
  * arena's byte bound, size limits, counters, and the directive's parsing and errors. Real
- * knotd messages from the fixtures. */
+ * knotd messages from the fixtures. prefetch, serve_stale and servfail: test_server_l1_depth.c. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -64,7 +64,8 @@ struct reply {
 
 static bool lookup(struct l1_cache *c, const struct qk *k, double now, bool tcp, struct reply *r)
 {
-    if (!l1_lookup(c, k->key, &k->q, now, OUR_UDP, tcp, r->b, sizeof r->b, &r->n)) return false;
+    if (l1_lookup(c, k->key, &k->q, now, OUR_UDP, tcp, r->b, sizeof r->b, &r->n, NULL) != L1_HIT)
+        return false;
     assert_int_equal(dns_msg_parse(&r->m, r->b, r->n, r->rrs, DNS_RR_MAX), DNS_OK);
     return true;
 }
@@ -553,7 +554,8 @@ static void test_small_output_buffer_is_a_miss(void **state)
     struct qk k = question_of("a_example_com");
     uint8_t out[16];
     size_t n = 0;
-    assert_false(l1_lookup(c, k.key, &k.q, NOW, OUR_UDP, false, out, sizeof out, &n));
+    assert_int_equal(l1_lookup(c, k.key, &k.q, NOW, OUR_UDP, false, out, sizeof out, &n, NULL),
+                     L1_MISS);
     l1_free(c);
 }
 
@@ -629,6 +631,9 @@ static void test_parse_defaults(void **state)
     assert_int_equal(p->o.denial_max_ttl, 1800);
     assert_int_equal(p->o.denial_min_ttl, 5);
     assert_false(p->o.keepttl);
+    assert_int_equal(p->o.prefetch, 0); /* off */
+    assert_int_equal(p->o.stale, 0);    /* off */
+    assert_int_equal(p->o.servfail_ttl, 5);
     assert_int_equal(p->o.nzones, 0);
     assert_string_equal(p->o.file, "Corefile");
     assert_int_equal(p->o.line, 1);
@@ -715,9 +720,6 @@ static void test_parse_unknown_property_names_its_line(void **state)
 static void test_parse_later_options_are_rejected_not_ignored(void **state)
 {
     (void)state;
-    expect_error("cache {\n    prefetch 10\n}", "Corefile:2: cache: prefetch is not supported yet");
-    expect_error("cache {\n serve_stale\n}", "Corefile:2: cache: serve_stale is not supported yet");
-    expect_error("cache {\n servfail 5s\n}", "Corefile:2: cache: servfail is not supported yet");
     expect_error("cache {\n disable success\n}", "Corefile:2: cache: disable is not supported yet");
 }
 
