@@ -70,7 +70,7 @@ EXTRA_LIBS_resp      := -lhiredis
 
 .PHONY: all lib test deps unit unit-asan integration fuzz fuzz-smoke bench bench-server run clean \
         format \
-        format-check tests-build
+        format-check tests-build install uninstall static
 
 all: lib $(SRV_LIB) $(SERVER)
 
@@ -193,6 +193,98 @@ test: deps
 
 run: deps all
 	@scripts/run.sh
+
+# ---- packaging: make install / uninstall / static ----
+# GNU-style directories; DESTDIR stages an install (packagers, the packaging test).
+# The server goes to sbin: it is a system daemon run by an administrator or an init
+# system (as knotd, named, unbound), documented in section 8 of the manual.
+PREFIX         ?= /usr/local
+SBINDIR        ?= $(PREFIX)/sbin
+LIBDIR         ?= $(PREFIX)/lib
+INCLUDEDIR     ?= $(PREFIX)/include
+PKGCONFIGDIR   ?= $(LIBDIR)/pkgconfig
+DATADIR        ?= $(PREFIX)/share
+MANDIR         ?= $(DATADIR)/man
+DOCDIR         ?= $(DATADIR)/doc/redis-cache-dns
+SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
+# The Corefile the systemd unit reads. /etc even for PREFIX=/usr/local: that is where an
+# operator looks for a daemon's configuration; make install never writes there.
+SYSCONFDIR     ?= /etc
+INSTALL        ?= install
+
+SHARED_REAL := libredis_cache.so.$(VERSION)
+SHARED_SO   := libredis_cache.so.$(SOVER)
+# Everything install puts in place, relative to DESTDIR (uninstall removes exactly this).
+INSTALLED := $(SBINDIR)/redis-cache-dns $(LIBDIR)/libredis_cache.a $(LIBDIR)/$(SHARED_REAL) \
+             $(LIBDIR)/$(SHARED_SO) $(LIBDIR)/libredis_cache.so $(INCLUDEDIR)/redis_cache.h \
+             $(PKGCONFIGDIR)/redis_cache.pc $(MANDIR)/man8/redis-cache-dns.8 \
+             $(MANDIR)/man7/redis_cache.7 $(SYSTEMDUNITDIR)/redis-cache-dns.service \
+             $(DOCDIR)/Corefile.example $(DOCDIR)/README.md $(DOCDIR)/LICENSE $(DOCDIR)/NOTICE \
+             $(DOCDIR)/THIRD_PARTY
+
+# The pkg-config file, for these directories (relative to ${prefix} where they are under
+# PREFIX, so --define-prefix relocates it). libev has no .pc in Debian and is part of
+# the API (the host owns and runs the libev loop), so -lev is public; OpenSSL is private;
+# xxHash is header-only (inlined), so nothing links it.
+$(BUILD)/redis_cache.pc: redis_cache.pc.in Makefile FORCE
+	@mkdir -p $(dir $@)
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' \
+	    -e 's|@LIBDIR@|$(patsubst $(PREFIX)/%,$${prefix}/%,$(LIBDIR))|g' \
+	    -e 's|@INCLUDEDIR@|$(patsubst $(PREFIX)/%,$${prefix}/%,$(INCLUDEDIR))|g' $< >$@.tmp
+	@if cmp -s $@.tmp $@; then rm -f $@.tmp; else mv $@.tmp $@; fi
+
+# The unit as shipped names /usr/local/sbin and /etc/redis-cache-dns; install rewrites both.
+$(BUILD)/redis-cache-dns.service: contrib/redis-cache-dns.service Makefile FORCE
+	@mkdir -p $(dir $@)
+	sed -e 's|/usr/local/sbin/redis-cache-dns|$(SBINDIR)/redis-cache-dns|g' \
+	    -e 's|/etc/redis-cache-dns|$(SYSCONFDIR)/redis-cache-dns|g' $< >$@.tmp
+	@if cmp -s $@.tmp $@; then rm -f $@.tmp; else mv $@.tmp $@; fi
+
+FORCE:
+
+install: all $(BUILD)/redis_cache.pc $(BUILD)/redis-cache-dns.service
+	$(INSTALL) -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) \
+	    $(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(MANDIR)/man7 $(DESTDIR)$(MANDIR)/man8 \
+	    $(DESTDIR)$(SYSTEMDUNITDIR) $(DESTDIR)$(DOCDIR)
+	$(INSTALL) -m 755 $(SERVER) $(DESTDIR)$(SBINDIR)/redis-cache-dns
+	$(INSTALL) -m 644 $(STATIC_LIB) $(DESTDIR)$(LIBDIR)/libredis_cache.a
+	$(INSTALL) -m 755 $(SHARED_LIB) $(DESTDIR)$(LIBDIR)/$(SHARED_REAL)
+	ln -sf $(SHARED_REAL) $(DESTDIR)$(LIBDIR)/$(SHARED_SO)
+	ln -sf $(SHARED_SO) $(DESTDIR)$(LIBDIR)/libredis_cache.so
+	$(INSTALL) -m 644 include/redis_cache.h $(DESTDIR)$(INCLUDEDIR)/redis_cache.h
+	$(INSTALL) -m 644 $(BUILD)/redis_cache.pc $(DESTDIR)$(PKGCONFIGDIR)/redis_cache.pc
+	$(INSTALL) -m 644 man/redis-cache-dns.8 $(DESTDIR)$(MANDIR)/man8/redis-cache-dns.8
+	$(INSTALL) -m 644 man/redis_cache.7 $(DESTDIR)$(MANDIR)/man7/redis_cache.7
+	$(INSTALL) -m 644 $(BUILD)/redis-cache-dns.service \
+	    $(DESTDIR)$(SYSTEMDUNITDIR)/redis-cache-dns.service
+	$(INSTALL) -m 644 contrib/Corefile $(DESTDIR)$(DOCDIR)/Corefile.example
+	$(INSTALL) -m 644 README.md LICENSE NOTICE THIRD_PARTY $(DESTDIR)$(DOCDIR)/
+
+uninstall:
+	rm -f $(addprefix $(DESTDIR),$(INSTALLED))
+	-rmdir $(DESTDIR)$(DOCDIR) 2>/dev/null
+
+# A fully static, position-independent redis-cache-dns (glibc, OpenSSL, libev linked in;
+# xxHash is inlined): runs alone in an empty root (FROM scratch). It reuses the objects of
+# `all`. The server never calls getaddrinfo, getpw* or dlopen (no NSS at run time);
+# libcrypto.a still carries BIO_lookup/DSO code that references them, which makes the
+# linker warn: the warnings are kept in $(STATIC_BIN).ld.log and summarised; the link map
+# ($(STATIC_BIN).map) says which object pulled in each libc member.
+STATIC_BIN     := $(BUILD)/static/redis-cache-dns
+STATIC_LDFLAGS ?= -static-pie
+
+static: $(STATIC_BIN)
+
+$(STATIC_BIN): $(BUILD)/obj/src/server/main.o $(SRV_LIB) $(STATIC_LIB) Makefile
+	@mkdir -p $(dir $@)
+	@echo "$(CC) $(STATIC_LDFLAGS) -o $@ ... $(LIBS)"
+	@$(CC) $(CFLAGS) $(STATIC_LDFLAGS) -Wl,-Map=$@.map -o $@ $< $(SRV_LIB) $(STATIC_LIB) \
+	    $(LIBS) 2>$@.ld.log || { cat $@.ld.log; exit 1; }
+	@grep -v -e 'libcrypto.a(.*in function' -e 'requires at runtime the shared libraries' \
+	    $@.ld.log || true
+	@w=$$(grep -o "Using '[a-z_0-9]*'" $@.ld.log | sort -u | tr -d "'" | sed 's/Using //' | \
+	    tr '\n' ' '); \
+	    if [ -n "$$w" ]; then echo "static: libcrypto.a references (never called): $$w"; fi
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

@@ -17,6 +17,8 @@ PACKAGES=(
     libhiredis-dev golang-go golang-github-miekg-dns-dev golang-github-cespare-xxhash-dev
     # test tooling
     python3 procps iproute2 curl
+    # packaging tests: systemd-analyze verify, man/groff warnings, k8s YAML, static checks
+    systemd man-db groff-base python3-yaml file strace
 )
 
 missing=()
