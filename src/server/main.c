@@ -100,6 +100,7 @@ struct app {
     size_t nhttp;
     bool ready, stopping, lameduck;
     uint64_t checksum, bad_checksum; /* of the file serving now; of the last broken one */
+    uint64_t reload_failed;          /* coredns_reload_failed_total */
     unsigned seed;
     ev_signal sigterm, sigint, sighup, sigusr1;
     ev_timer reload_timer, lameduck_timer;
@@ -115,6 +116,13 @@ static int on_http(void *priv, const char *path, void (*append)(void *ctx, const
     if ((site->kinds & HTTP_METRICS) && strcmp(path, "/metrics") == 0) {
         srv_runtime_collect(a->rt, &a->sum);
         srv_metrics_write(srv_runtime_config(a->rt), &a->sum, append, ctx);
+        char line[256];
+        int len = snprintf(line, sizeof line,
+                           "# HELP coredns_reload_failed_total Counter of the number of failed "
+                           "reload attempts.\n# TYPE coredns_reload_failed_total counter\n"
+                           "coredns_reload_failed_total %llu\n",
+                           (unsigned long long)a->reload_failed);
+        if (len > 0 && (size_t)len < sizeof line) append(ctx, line, (size_t)len);
         return 200;
     }
     if ((site->kinds & HTTP_HEALTH) && strcmp(path, "/health") == 0) {
@@ -330,6 +338,7 @@ static void reload(struct app *a, const char *why)
     struct srv_config *cfg = load_config(a->conf, a->name, prefix, &sum);
     if (!cfg) {
         a->bad_checksum = sum;
+        a->reload_failed++;
         fprintf(stderr, "%s%s: %s: the running configuration keeps serving\n", prefix, why,
                 a->name);
         return;
@@ -338,6 +347,7 @@ static void reload(struct app *a, const char *why)
     struct http_site *next[HTTP_MAX];
     size_t nnext = 0;
     if (http_prepare(a, cfg, next, &nnext, err, sizeof err) != 0) {
+        a->reload_failed++;
         fprintf(stderr, "%s%s: the running configuration keeps serving\n", prefix, err);
         a->bad_checksum = sum;
         srv_config_free(cfg);
@@ -347,6 +357,7 @@ static void reload(struct app *a, const char *why)
     struct srv_stats sum_new;
     if (srv_stats_init(&sum_new, cfg) != 0) {
         http_abort(a, next, nnext);
+        a->reload_failed++;
         fprintf(stderr, "%sout of memory: the running configuration keeps serving\n", prefix);
         srv_config_free(cfg);
         free(cfg);
@@ -356,6 +367,7 @@ static void reload(struct app *a, const char *why)
     if (srv_runtime_reload(a->rt, cfg, &rep, err, sizeof err) != 0) {
         http_abort(a, next, nnext);
         srv_stats_free(&sum_new);
+        a->reload_failed++;
         fprintf(stderr, "%s%s: the running configuration keeps serving\n", prefix, err);
         a->bad_checksum = sum;
         srv_config_free(cfg);

@@ -275,6 +275,10 @@ code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PP/metrics")
 m=$(curl -s "http://127.0.0.1:$PP/metrics" | grep -c '^coredns_dns_requests_total{')
 [ "$code" = 200 ] && [ "$m" -gt 0 ] && ok "/metrics after reloads (200, requests family present)" ||
     not_ok "/metrics after reloads" "code=$code m=$m"
+# the broken file and the bind conflict: two failed reloads (CoreDNS's reload metric)
+failed=$(curl -s "http://127.0.0.1:$PP/metrics" | sed -n 's/^coredns_reload_failed_total //p')
+[ "$failed" = 2 ] && ok "coredns_reload_failed_total counts the two failed reloads" ||
+    not_ok "coredns_reload_failed_total counts the two failed reloads" "got '$failed'"
 
 # the `reload 2s` directive (added by a SIGHUP) picks up the next edit by itself
 s_conf "$U1" "    reload 2s"
