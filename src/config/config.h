@@ -100,6 +100,12 @@ size_t cfg_args_end(const struct cfg_cursor *c);
  * counted); otherwise returns i. Returns t->n when the block is not closed. */
 size_t cfg_block_end(const struct cfg_tokens *t, size_t i);
 
+/* The directive at c->pos and its optional block: *end is cfg_args_end; when a "{" follows
+ * the arguments, *open and *close are it and its "}" (else both SIZE_MAX). Moves c->pos
+ * past the directive and its block and returns 0; when the block is not closed, returns -1
+ * with *open at the "{" and c->pos at the end of the tokens. */
+int cfg_directive_span(struct cfg_cursor *c, size_t *end, size_t *open, size_t *close);
+
 static inline bool cfg_is(const struct cfg_token *t, const char *s)
 {
     if (!t) return false;

@@ -1,6 +1,7 @@
 /* src/config/cursor.c — walking a token list (directive, arguments, blocks) and the
  * "FILE:LINE: WHAT" error every configuration message is printed as. */
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "config/config.h"
@@ -65,4 +66,23 @@ size_t cfg_block_end(const struct cfg_tokens *t, size_t i)
         }
     }
     return t->n;
+}
+
+int cfg_directive_span(struct cfg_cursor *c, size_t *end, size_t *open, size_t *close)
+{
+    const struct cfg_tokens *t = c->t;
+    *end = cfg_args_end(c);
+    *open = *close = SIZE_MAX;
+    size_t next = *end;
+    if (*end < t->n && cfg_is_open(&t->tok[*end])) {
+        *open = *end;
+        *close = cfg_block_end(t, *open);
+        if (*close >= t->n) {
+            c->pos = t->n;
+            return -1;
+        }
+        next = *close + 1;
+    }
+    c->pos = next;
+    return 0;
 }

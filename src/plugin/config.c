@@ -841,18 +841,9 @@ int rcp_config_parse(struct cfg_cursor *c, struct rcp_config *cfg, struct cfg_er
     cfg->line = d->line;
 
     const struct cfg_tokens *t = c->t;
-    size_t end = cfg_args_end(c);
-    size_t next = end, open = SIZE_MAX, close = SIZE_MAX;
-    if (end < t->n && cfg_is_open(&t->tok[end])) {
-        open = end;
-        close = cfg_block_end(t, open);
-        if (close >= t->n) {
-            c->pos = t->n;
-            return fail(&p, &t->tok[open], "missing '}' to close the block opened here");
-        }
-        next = close + 1;
-    }
-    c->pos = next;
+    size_t end, open, close;
+    if (cfg_directive_span(c, &end, &open, &close) != 0)
+        return fail(&p, &t->tok[open], "missing '}' to close the block opened here");
     if (parse_zones(&p, d, d + 1, end - (size_t)(d - t->tok) - 1)) return -1;
     if (open != SIZE_MAX && parse_block(&p, open, close)) return -1;
     return check_block(&p);

@@ -34,49 +34,6 @@ void fwd_opts_init(struct fwd_opts *o)
     o->expire = 10.0;
 }
 
-/* A duration as Go's time.ParseDuration writes it ("500ms", "1.5s", "1m30s", "2h"; units
- * ns us µs ms s m h), or a bare "0". Negative values are refused here. Returns false when
- * it is not one. */
-static bool parse_duration(const char *s, double *out)
-{
-    if (strcmp(s, "0") == 0) {
-        *out = 0;
-        return true;
-    }
-    if (*s == '+') s++;
-    if (!*s) return false;
-    double total = 0;
-    while (*s) {
-        if (!((*s >= '0' && *s <= '9') || *s == '.')) return false;
-        char *end;
-        double v = strtod(s, &end);
-        if (end == s || v < 0) return false;
-        /* strtod takes exponents, hex and inf: only digits and one dot are Go's */
-        for (const char *k = s; k < end; k++)
-            if (!((*k >= '0' && *k <= '9') || *k == '.')) return false;
-        s = end;
-        static const struct {
-            const char *u;
-            double mul;
-        } units[] = {{"ns", 1e-9}, {"us", 1e-6}, {"\xc2\xb5s", 1e-6}, {"ms", 1e-3},
-                     {"s", 1},     {"m", 60},    {"h", 3600}};
-        size_t best = 0, bestlen = 0;
-        for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
-            size_t n = strlen(units[i].u);
-            if (n > bestlen && strncmp(s, units[i].u, n) == 0) {
-                best = i;
-                bestlen = n;
-            }
-        }
-        if (!bestlen) return false; /* "missing unit" */
-        total += v * units[best].mul;
-        s += bestlen;
-    }
-    if (total > 1e9) return false;
-    *out = total;
-    return true;
-}
-
 /* FROM: a domain name ("." for all), optionally dns://, stored lowercase with a trailing
  * dot. Labels of letters, digits, '-', '_' (CIDR reverse zones are not supported). */
 static const char *parse_from(const char *s, char out[256])
@@ -329,7 +286,7 @@ static int parse_option(struct fwd_opts *o, const struct cfg_tokens *tl, size_t 
             cfg_error_at(err, a, "forward: %s can't be negative: \"%.64s\"", t->text, a->text);
             return -1;
         }
-        if (!parse_duration(a->text, &d)) {
+        if (!srv_duration_parse(a->text, &d)) {
             cfg_error_at(err, a, "forward: %s: bad duration \"%.64s\"", t->text, a->text);
             return -1;
         }

@@ -167,75 +167,19 @@ static int l1_zones(struct cfg_error *err, const struct cfg_token *d, const stru
     return 0;
 }
 
-enum l1_dur { L1_DUR_OK, L1_DUR_SYNTAX, L1_DUR_NEGATIVE, L1_DUR_RANGE };
-
-/* A Go duration (time.ParseDuration): an optional sign, then one or more decimal numbers
- * (digits with at most one dot) each with a unit ns, us, µs, ms, s, m or h; a bare "0"
- * needs no unit. Seconds in *out (>= 0); over 2^31-1 seconds is out of range. */
-static enum l1_dur l1_duration(const char *s, double *out)
-{
-    bool neg = false;
-    if (*s == '+' || *s == '-') neg = *s++ == '-';
-    if (strcmp(s, "0") == 0) {
-        *out = 0;
-        return L1_DUR_OK;
-    }
-    if (!*s) return L1_DUR_SYNTAX;
-    static const struct {
-        const char *u;
-        double mul;
-    } units[] = {{"ns", 1e-9}, {"us", 1e-6}, {"\xc2\xb5s", 1e-6}, {"\xce\xbcs", 1e-6},
-                 {"ms", 1e-3}, {"s", 1},     {"m", 60},           {"h", 3600}};
-    double total = 0;
-    while (*s) {
-        const char *p = s;
-        double v = 0, scale = 1;
-        bool digits = false, dot = false;
-        for (; (*p >= '0' && *p <= '9') || (*p == '.' && !dot); p++) {
-            if (*p == '.') {
-                dot = true;
-                continue;
-            }
-            digits = true;
-            if (dot) {
-                scale /= 10;
-                v += (*p - '0') * scale;
-            } else {
-                v = v * 10 + (*p - '0');
-            }
-        }
-        if (!digits) return L1_DUR_SYNTAX;
-        size_t best = 0, bestlen = 0;
-        for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
-            size_t n = strlen(units[i].u);
-            if (n > bestlen && strncmp(p, units[i].u, n) == 0) {
-                best = i;
-                bestlen = n;
-            }
-        }
-        if (!bestlen) return L1_DUR_SYNTAX; /* Go: "missing unit" / "unknown unit" */
-        total += v * units[best].mul;
-        if (total > (double)L1_TTL_MAX) return neg ? L1_DUR_NEGATIVE : L1_DUR_RANGE;
-        s = p + bestlen;
-    }
-    if (neg && total > 0) return L1_DUR_NEGATIVE;
-    *out = total;
-    return L1_DUR_OK;
-}
-
 /* A DURATION argument of property d, in seconds (the fraction kept; callers cut it). */
 static int l1_dur_arg(struct cfg_error *err, const struct cfg_token *d, const struct cfg_token *a,
                       double *out)
 {
     char b[72];
-    switch (l1_duration(a->text, out)) {
-    case L1_DUR_OK: return 0;
-    case L1_DUR_SYNTAX:
+    switch (srv_duration_parse_max(a->text, (double)L1_TTL_MAX, out)) {
+    case SRV_DUR_OK: return 0;
+    case SRV_DUR_SYNTAX:
         return l1_fail(err, d, "%s: DURATION \"%s\" is not a duration (such as 30s, 5m, 1h)",
                        d->text, l1_show(a, b));
-    case L1_DUR_NEGATIVE:
+    case SRV_DUR_NEGATIVE:
         return l1_fail(err, d, "%s: DURATION %s can not be negative", d->text, l1_show(a, b));
-    case L1_DUR_RANGE:
+    case SRV_DUR_RANGE:
         return l1_fail(err, d, "%s: DURATION %s is over %us", d->text, l1_show(a, b), L1_TTL_MAX);
     }
     return -1;
@@ -375,18 +319,9 @@ int l1_opts_parse(struct cfg_cursor *c, struct l1_opts *o, struct cfg_error *err
     snprintf(o->file, sizeof o->file, "%s", d->file ? d->file : "");
     o->line = d->line;
 
-    size_t end = cfg_args_end(c);
-    size_t next = end, open = SIZE_MAX, close = SIZE_MAX;
-    if (end < t->n && cfg_is_open(&t->tok[end])) {
-        open = end;
-        close = cfg_block_end(t, open);
-        if (close >= t->n) {
-            c->pos = t->n;
-            return l1_fail(err, &t->tok[open], "missing '}' to close the block opened here");
-        }
-        next = close + 1;
-    }
-    c->pos = next;
+    size_t end, open, close;
+    if (cfg_directive_span(c, &end, &open, &close) != 0)
+        return l1_fail(err, &t->tok[open], "missing '}' to close the block opened here");
 
     const struct cfg_token *a = d + 1;
     size_t n = end - (size_t)(d - t->tok) - 1;

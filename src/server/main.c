@@ -344,35 +344,23 @@ static void reload(struct app *a, const char *why)
         return;
     }
     char err[512] = "";
+    const char *what = err;
+    bool bad_file = true; /* not retried until the file changes (out of memory is) */
     struct http_site *next[HTTP_MAX];
     size_t nnext = 0;
-    if (http_prepare(a, cfg, next, &nnext, err, sizeof err) != 0) {
-        a->reload_failed++;
-        fprintf(stderr, "%s%s: the running configuration keeps serving\n", prefix, err);
-        a->bad_checksum = sum;
-        srv_config_free(cfg);
-        free(cfg);
-        return;
-    }
+    if (http_prepare(a, cfg, next, &nnext, err, sizeof err) != 0) goto fail;
     struct srv_stats sum_new;
     if (srv_stats_init(&sum_new, cfg) != 0) {
         http_abort(a, next, nnext);
-        a->reload_failed++;
-        fprintf(stderr, "%sout of memory: the running configuration keeps serving\n", prefix);
-        srv_config_free(cfg);
-        free(cfg);
-        return;
+        what = "out of memory";
+        bad_file = false;
+        goto fail;
     }
     struct srv_reload_report rep;
     if (srv_runtime_reload(a->rt, cfg, &rep, err, sizeof err) != 0) {
         http_abort(a, next, nnext);
         srv_stats_free(&sum_new);
-        a->reload_failed++;
-        fprintf(stderr, "%s%s: the running configuration keeps serving\n", prefix, err);
-        a->bad_checksum = sum;
-        srv_config_free(cfg);
-        free(cfg);
-        return;
+        goto fail;
     }
     /* cfg belongs to the runtime now */
     const struct srv_config *now = srv_runtime_config(a->rt);
@@ -387,6 +375,13 @@ static void reload(struct app *a, const char *why)
             why, a->name, rep.blocks, rep.blocks == 1 ? "" : "s", rep.addrs_kept, rep.addrs_added,
             rep.addrs_removed, rep.kept_l1, rep.kept_redis, rep.kept_forward);
     reload_timer_arm(a); /* the jitter is drawn again, the interval may have changed */
+    return;
+fail:
+    a->reload_failed++;
+    if (bad_file) a->bad_checksum = sum;
+    fprintf(stderr, "%s%s: the running configuration keeps serving\n", prefix, what);
+    srv_config_free(cfg);
+    free(cfg);
 }
 
 static void on_reload_signal(struct ev_loop *loop, ev_signal *w, int revents)

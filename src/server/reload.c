@@ -27,56 +27,6 @@
 #include "plugin/plugin.h"
 #include "server/server.h"
 
-/* ---- durations ---------------------------------------------------------------------------- */
-
-bool srv_duration_parse(const char *s, double *out)
-{
-    static const struct {
-        const char *name;
-        double secs;
-    } units[] = {{"ns", 1e-9}, {"us", 1e-6}, {"\xc2\xb5s", 1e-6}, {"ms", 1e-3},
-                 {"s", 1.0},   {"m", 60.0},  {"h", 3600.0}};
-    if (!s || !*s) return false;
-    if (strcmp(s, "0") == 0 || strcmp(s, "+0") == 0) {
-        *out = 0;
-        return true;
-    }
-    if (*s == '+') s++;
-    if (!*s) return false;
-    double total = 0;
-    while (*s) {
-        /* a number: digits with at most one dot, at least one digit */
-        double whole = 0, frac = 0, scale = 1;
-        bool digits = false, dot = false;
-        for (; (*s >= '0' && *s <= '9') || *s == '.'; s++) {
-            if (*s == '.') {
-                if (dot) return false;
-                dot = true;
-                continue;
-            }
-            digits = true;
-            if (dot) {
-                scale /= 10;
-                frac += (*s - '0') * scale;
-            } else {
-                whole = whole * 10 + (*s - '0');
-            }
-        }
-        if (!digits) return false;
-        size_t best = 0, bestlen = 0;
-        for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
-            size_t n = strlen(units[i].name);
-            if (n > bestlen && strncmp(s, units[i].name, n) == 0) best = i, bestlen = n;
-        }
-        if (!bestlen) return false; /* a unit is required after every number */
-        total += (whole + frac) * units[best].secs;
-        s += bestlen;
-        if (total > 1e9) return false;
-    }
-    *out = total;
-    return true;
-}
-
 /* ---- the `reload` directive ------------------------------------------------------------- */
 
 const char *srv_reload_args(const char *interval, const char *jitter, double *iv, double *jt)

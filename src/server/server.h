@@ -506,7 +506,12 @@ unsigned srv_cpu_count(void);
 #define SRV_RELOAD_MIN_INTERVAL 2.0
 #define SRV_RELOAD_MIN_JITTER   1.0
 
-/* A Go duration ("2s", "1m30s", "500ms", "1.5h"; bare "0"); false when not one or < 0. */
+/* duration.c: a Go duration (time.ParseDuration: an optional sign, then numbers (digits,
+ * at most one dot) each with a unit ns, us, µs, ms, s, m or h; a bare "0" needs none), in
+ * seconds. Negative values (other than 0) are SRV_DUR_NEGATIVE, more than `max` seconds
+ * SRV_DUR_RANGE. srv_duration_parse: OK or not, with a max of 1e9 s. */
+enum srv_dur { SRV_DUR_OK = 0, SRV_DUR_SYNTAX, SRV_DUR_NEGATIVE, SRV_DUR_RANGE };
+enum srv_dur srv_duration_parse_max(const char *s, double max, double *out);
 bool srv_duration_parse(const char *s, double *out);
 /* `reload [INTERVAL [JITTER]]` arguments (NULL: absent): NULL with *iv and *jt set, or why not. */
 const char *srv_reload_args(const char *interval, const char *jitter, double *iv, double *jt);

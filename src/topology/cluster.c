@@ -65,15 +65,12 @@ static const char *const asking_argv[1] = {asking_arg};
 
 static uint64_t cl_rand(struct cluster *cl)
 {
-    uint64_t z = (cl->rng += 0x9E3779B97F4A7C15ULL); /* splitmix64 */
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
+    return topo_rng_next(&cl->rng);
 }
 
 double cl_rand_unit(struct cluster *cl)
 {
-    return (double)(cl_rand(cl) >> 11) / 9007199254740992.0;
+    return topo_rng_unit(&cl->rng);
 }
 
 void cl_rtt_sample(struct cl_node *n, double sample, double now)

@@ -129,8 +129,13 @@ static inline struct preq *preq_list_pop(struct preq_list *l)
 
 /* ---- request.c ---------------------------------------------------------------------- */
 
-/* A seed for the pool's jitter generator; salt only matters without getrandom. */
+/* A seed for the topology's generators (pool jitter, router picks): from getrandom, else
+ * the clock and `salt`; never 0. */
 uint64_t topo_pool_rng_seed(const void *salt);
+/* xorshift64* on a per-owner state (no shared state between routers or pools): the next
+ * 64 random bits, or a uniform double in [0,1). */
+uint64_t topo_rng_next(uint64_t *state);
+double topo_rng_unit(uint64_t *state);
 /* The jittered backoff before retry `attempt` (0-based) with the pool's retries settings:
  * for requests, for paced reconnects and for the breaker's probe. */
 double topo_pool_backoff(struct topo_pool *p, unsigned attempt);

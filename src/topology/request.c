@@ -39,7 +39,7 @@ double topo_backoff(double min_backoff, double max_backoff, unsigned attempt, do
     return d;
 }
 
-static uint64_t rng_next(uint64_t *s)
+uint64_t topo_rng_next(uint64_t *s)
 {
     /* xorshift64*: plenty for jitter; seeded from getrandom */
     uint64_t x = *s;
@@ -50,9 +50,9 @@ static uint64_t rng_next(uint64_t *s)
     return x * 0x2545F4914F6CDD1DULL;
 }
 
-static double rng_unit(uint64_t *s)
+double topo_rng_unit(uint64_t *s)
 {
-    return (double)(rng_next(s) >> 11) / 9007199254740992.0; /* 2^53 */
+    return (double)(topo_rng_next(s) >> 11) / 9007199254740992.0; /* 2^53 */
 }
 
 uint64_t topo_pool_rng_seed(const void *salt)
@@ -68,7 +68,8 @@ uint64_t topo_pool_rng_seed(const void *salt)
 
 double topo_pool_backoff(struct topo_pool *p, unsigned attempt)
 {
-    return topo_backoff(p->o.pool.min_backoff, p->o.pool.max_backoff, attempt, rng_unit(&p->rng));
+    return topo_backoff(p->o.pool.min_backoff, p->o.pool.max_backoff, attempt,
+                        topo_rng_unit(&p->rng));
 }
 
 /* ---- the free list ------------------------------------------------------------------ */

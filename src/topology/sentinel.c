@@ -29,18 +29,9 @@
 
 /* ---- small helpers ------------------------------------------------------------------ */
 
-static uint64_t sn_rand(struct sentinel *s)
-{
-    /* splitmix64, seeded per router */
-    uint64_t z = (s->rng += 0x9E3779B97F4A7C15ULL);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-}
-
 double sn_rand_unit(struct sentinel *s)
 {
-    return (double)(sn_rand(s) >> 11) / 9007199254740992.0;
+    return topo_rng_unit(&s->rng);
 }
 
 void sn_timer_arm(struct sentinel *s, ev_timer *w, double delay)
@@ -233,7 +224,7 @@ static void sn_fail_now(const struct resp_err *e, size_t n, topo_reply_fn *fn, v
 static struct sn_node *sn_pick_read(struct sentinel *s)
 {
     if (s->nrep == 0) return s->master;
-    size_t start = (size_t)(sn_rand(s) % s->nrep); /* modulo bias negligible here */
+    size_t start = (size_t)(topo_rng_next(&s->rng) % s->nrep); /* modulo bias negligible here */
     for (size_t k = 0; k < s->nrep; k++) {
         struct sn_node *n = s->replicas[(start + k) % s->nrep];
         if (n->pool->breaker != TOPO_BREAKER_OPEN) return n;

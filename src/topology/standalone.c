@@ -5,9 +5,8 @@
  */
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
-#include <time.h>
 
+#include "topology/pool_internal.h"
 #include "topology/topology.h"
 
 struct standalone {
@@ -17,15 +16,6 @@ struct standalone {
     size_t nreads;
     uint64_t rng;
 };
-
-static uint64_t sa_rand(struct standalone *s)
-{
-    /* splitmix64: every state is valid, good spread for a modulo pick */
-    uint64_t z = (s->rng += 0x9E3779B97F4A7C15ULL);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-}
 
 static int sa_exec(struct topo_router *r, const void *key, size_t keylen, bool write,
                    const struct resp_cmd *cmds, size_t n, double deadline, unsigned flags,
@@ -37,7 +27,7 @@ static int sa_exec(struct topo_router *r, const void *key, size_t keylen, bool w
         p = s->reads[0];
     } else if (!write && s->nreads > 1) {
         /* the modulo bias of 64 random bits over a handful of replicas is negligible */
-        p = s->reads[sa_rand(s) % s->nreads];
+        p = s->reads[topo_rng_next(&s->rng) % s->nreads];
     }
     return topo_pool_exec(p, cmds, n, deadline, flags, fn, priv);
 }
@@ -63,11 +53,7 @@ struct topo_router *topo_standalone_new(struct ev_loop *loop, struct topo_resolv
     struct standalone *s = calloc(1, sizeof *s);
     if (!s) return NULL;
     s->r.ops = &sa_ops;
-    if (getrandom(&s->rng, sizeof s->rng, GRND_NONBLOCK) != (ssize_t)sizeof s->rng) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        s->rng = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 32) ^ (uint64_t)(uintptr_t)s;
-    }
+    s->rng = topo_pool_rng_seed(s);
     if (nreads) {
         s->reads = calloc(nreads, sizeof *s->reads);
         if (!s->reads) goto fail;
