@@ -162,13 +162,13 @@ void srv_udp_on_read(struct ev_loop *loop, ev_io *io, int revents)
         int nt = 0;
         for (int i = 0; i < n; i++) {
             size_t len = w->rx[i].msg_len;
+            srv_pktinfo_read(&w->rx[i].msg_hdr, &w->rxpkt[i]); /* family 0 unless pk */
             if (w->rx[i].msg_hdr.msg_flags & MSG_TRUNC) {
                 /* Larger than any query we take: FORMERR when the header is readable. */
                 if (len < DNS_HEADER_LEN || (dns_get16(w->rxbuf[i] + 2) & DNS_F_QR)) continue;
                 len = srv_build_header_error(w->txbuf[nt], w->rxbuf[i], DNS_RCODE_FORMERR);
             } else {
                 size_t olen = 0;
-                srv_pktinfo_read(&w->rx[i].msg_hdr, &w->rxpkt[i]);
                 w->cur_pkt = w->rxpkt[i].family ? &w->rxpkt[i] : NULL;
                 enum qres res = srv_handle_query(w, ul->la, ul, NULL, &w->rxaddr[i],
                                                  w->rx[i].msg_hdr.msg_namelen, w->rxbuf[i], len,
@@ -184,8 +184,7 @@ void srv_udp_on_read(struct ev_loop *loop, ev_io *io, int revents)
             w->tx[nt].msg_hdr.msg_iovlen = 1;
             w->tx[nt].msg_hdr.msg_name = &w->rxaddr[i];
             w->tx[nt].msg_hdr.msg_namelen = w->rx[i].msg_hdr.msg_namelen;
-            if (pk) { /* FORMERR replies too: read the pktinfo if not done yet */
-                srv_pktinfo_read(&w->rx[i].msg_hdr, &w->rxpkt[i]);
+            if (pk) { /* the reply leaves from the query's destination address */
                 w->tx[nt].msg_hdr.msg_controllen =
                     srv_pktinfo_write(&w->rxpkt[i], w->txctl[nt], SRV_PKTINFO_CMSG);
                 w->tx[nt].msg_hdr.msg_control =
