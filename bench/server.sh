@@ -26,7 +26,8 @@
 #        LAT_QPS=10000, LAT_DURATION=3, DNSDIST_LISTENERS=1, KNOT_WORKERS=2,
 #        BENCH_NICE=0 (nice level of every benchmarked process), STANDIN=auto|1|0,
 #        KEEP=1 (keep the temp dir), CLUSTER=1 (the ours-l2c row), L2_ONLY=1 (only the
-#        ours-l2 and ours-l2c rows: no dnsdist rows, no latency runs, no RSS rows)
+#        ours-l2 and ours-l2c rows: no dnsdist rows, no latency runs, no RSS rows),
+#        FWD_ONLY=1 (only the dnsdist-fwd and ours-fwd rows, no latency runs, no RSS rows)
 # STANDIN=1 (or auto when our server is missing or does not answer) runs the `ours` rows
 # against dnsdist instances instead, labelled STAND-IN: it proves the plumbing, nothing else.
 set -u
@@ -51,6 +52,8 @@ LAT_QPS=${LAT_QPS:-10000}
 LAT_DURATION=${LAT_DURATION:-3}
 CLUSTER=${CLUSTER:-1}
 L2_ONLY=${L2_ONLY:-0}
+FWD_ONLY=${FWD_ONLY:-0}
+[ "$FWD_ONLY" = 1 ] && { CLUSTER=0; L2_ONLY=0; }
 
 DIR=$(mktemp -d "${TMPDIR:-/tmp}/bench-server.XXXXXX")
 PIDS=()
@@ -270,7 +273,7 @@ if [ "$CLUSTER" = 1 ]; then
     log "cluster up on ${CLUSTER_PORTS[*]}"
 fi
 
-start_dnsdist dd_pc cache
+[ "$FWD_ONLY" = 1 ] || start_dnsdist dd_pc cache
 start_dnsdist dd_fwd nocache
 
 # Ours, or the stand-in.
@@ -290,7 +293,8 @@ elif [ ! -x "$RCD_BIN" ]; then
     log "$RCD_BIN missing"
     use_standin
 else
-    if start_ours ours_l1 l1 && start_ours ours_l2 l2 && start_ours ours_fwd fwd; then
+    if { [ "$FWD_ONLY" = 1 ] || { start_ours ours_l1 l1 && start_ours ours_l2 l2; }; } &&
+        start_ours ours_fwd fwd; then
         STANDIN=0
     else
         log "our server did not answer; its log:"
@@ -304,16 +308,18 @@ else
 fi
 
 # Warm: the hot set into both packet caches / L1s; into Redis through the L1-less server.
-warm "$PORT_dd_pc" "$HOTQ" 5
-warm "$PORT_ours_l1" "$HOTQ" 5
-warm "$PORT_ours_l2" "$HOTQ" 1
+if [ "$FWD_ONLY" != 1 ]; then
+    warm "$PORT_dd_pc" "$HOTQ" 5
+    warm "$PORT_ours_l1" "$HOTQ" 5
+    warm "$PORT_ours_l2" "$HOTQ" 1
+fi
 if [ "$CLUSTER" = 1 ] && [ "$STANDIN" = 0 ]; then
     start_ours ours_l2c l2c || die "our server on the cluster did not answer: $(tail -5 "$DIR/ours_l2c.log")"
     sleep 1 # the slot table
     warm "$PORT_ours_l2c" "$HOTQ" 1
     sleep 2 # replicas measured, writes landed
 fi
-if [ "$STANDIN" = 0 ]; then
+if [ "$STANDIN" = 0 ] && [ "$FWD_ONLY" != 1 ]; then
     for _ in $(seq 40); do
         [ "$(redis-cli -p "$REDIS_PORT" dbsize)" -ge "$HOT" ] && break; sleep 0.05
     done
@@ -338,6 +344,7 @@ hits_of() { if [ "$1" = ours_l2c ]; then cluster_gets; else redis_hits; fi; }
 # ---- throughput rows, interleaved rounds -------------------------------------------------
 ROWS=(dd_pc ours_l1 ours_l2 dd_fwd ours_fwd)
 [ "$L2_ONLY" = 1 ] && ROWS=(ours_l2)
+[ "$FWD_ONLY" = 1 ] && ROWS=(dd_fwd ours_fwd)
 [ "$CLUSTER" = 1 ] && [ "$STANDIN" = 0 ] && ROWS+=(ours_l2c)
 declare -A FILE=([dd_pc]=$HOTQ [ours_l1]=$HOTQ [ours_l2]=$HOTQ [dd_fwd]=$ALLQ [ours_fwd]=$ALLQ
     [ours_l2c]=$HOTQ)
@@ -358,7 +365,7 @@ for ((r = 1; r <= RUNS; r++)); do
 done
 declare -A P=() PL=()
 for row in "${ROWS[@]}"; do
-    [ "$L2_ONLY" = 1 ] && { P[$row]="n/a n/a"; PL[$row]="n/a n/a"; continue; }
+    [ "$L2_ONLY" = 1 ] || [ "$FWD_ONLY" = 1 ] && { P[$row]="n/a n/a"; PL[$row]="n/a n/a"; continue; }
     port=PORT_$row
     P[$row]=$(p99 "$row" "${!port}" "${FILE[$row]}")
     PL[$row]=$(p99 "$row" "${!port}" "${FILE[$row]}" -Q "$LAT_QPS")
@@ -384,7 +391,7 @@ ours_entries() { # NAME: success entries from our metrics (sum over the series),
         awk '/^coredns_cache_entries/ && /type="success"/ {s += $NF; f = 1} END {if (f) print s}')
     echo "${v:-n/a}"
 }
-if [ "$L2_ONLY" != 1 ]; then
+if [ "$L2_ONLY" != 1 ] && [ "$FWD_ONLY" != 1 ]; then
     start_dnsdist rss_dd cache
     RSS_dd=$(rss_row rss_dd "$PID_rss_dd" "$PORT_rss_dd")
     DD_ENTRIES=$(dnsdist -C "$DIR/rss_dd.conf" -c -e 'getPool(""):getCache():getStats()["entries"]' \
@@ -393,7 +400,7 @@ if [ "$L2_ONLY" != 1 ]; then
 fi
 declare -A RSS_O=() ENT_O=() DESC_O=()
 RSS_ROWS=()
-if [ "$STANDIN" = 0 ] && [ "$L2_ONLY" != 1 ]; then
+if [ "$STANDIN" = 0 ] && [ "$L2_ONLY" != 1 ] && [ "$FWD_ONLY" != 1 ]; then
     nthr=${OURS_THREADS:-$(nproc)}
     for spec in "rss_ours $nthr $((CACHE_SIZE * nthr))" "rss_ours1 1 $CACHE_SIZE"; do
         set -- $spec
@@ -444,11 +451,13 @@ echo
 if [ "$L2_ONLY" != 1 ]; then
     echo "| target | ratio | verdict |"
     echo "|---|---|---|"
-    echo "| L1 hit >= 1.0x dnsdist packet cache | $(ratio "$(q ours_l1)" "$(q dd_pc)") | $(verdict "$(q ours_l1)" "$(q dd_pc)" 1.0) |"
-    echo "| L2 hit >= 0.5x our L1 hit | $(ratio "$(q ours_l2)" "$(q ours_l1)") | $(verdict "$(q ours_l2)" "$(q ours_l1)" 0.5) |"
+    if [ "$FWD_ONLY" != 1 ]; then
+        echo "| L1 hit >= 1.0x dnsdist packet cache | $(ratio "$(q ours_l1)" "$(q dd_pc)") | $(verdict "$(q ours_l1)" "$(q dd_pc)" 1.0) |"
+        echo "| L2 hit >= 0.5x our L1 hit | $(ratio "$(q ours_l2)" "$(q ours_l1)") | $(verdict "$(q ours_l2)" "$(q ours_l1)" 0.5) |"
+    fi
     echo "| forward-only >= 1.0x dnsdist without cache | $(ratio "$(q ours_fwd)" "$(q dd_fwd)") | $(verdict "$(q ours_fwd)" "$(q dd_fwd)" 1.0) |"
 fi
-if [ "$STANDIN" = 0 ]; then
+if [ "$STANDIN" = 0 ] && [ "$FWD_ONLY" != 1 ]; then
     l2q=$(awk -v d="$DURATION" -v q="$(q ours_l2)" 'BEGIN {printf "%.0f", q * d}')
     echo
     echo "L2 row check: Redis served ${L2HITS[ours_l2]:-n/a} GETs during the best run, which" \
@@ -462,7 +471,7 @@ if [ -n "${BEST[ours_l2c]:-}" ]; then
         "GETs during its best run, which answered about $l2cq queries"
 fi
 echo
-if [ "$L2_ONLY" != 1 ]; then
+if [ "$L2_ONLY" != 1 ] && [ "$FWD_ONLY" != 1 ]; then
     echo "| peak RSS after $NAMES distinct names | RSS before fill | VmHWM after | queries completed | cache entries |"
     echo "|---|---|---|---|---|"
     set -- $RSS_dd

@@ -1,13 +1,13 @@
 /* src/server/forward.c — the `forward` plugin's upstream client of one worker: requests,
  * tries, coalescing. The directive is parsed in forward_config.c, health (max_fails,
- * health_check) lives in forward_health.c, TCP tries and pooling in forward_tcp.c; what
- * they share is in forward_internal.h.
+ * health_check) lives in forward_health.c, TCP tries and pooling in forward_tcp.c, UDP
+ * source ports in forward_udp.c; what they share is in forward_internal.h.
  *
  * One in-flight request per distinct question (key + name ignoring case + type + class +
  * DO + CD): later identical queries join it as waiters (coalescing). A request walks the
- * upstreams in its policy's order, one try at a time: a fresh socket per try (so a fresh
- * source port, connect()ed so the kernel drops datagrams from other sources), a fresh
- * random ID per try, UDP first unless TCP is asked for, and the same upstream again over
+ * upstreams in its policy's order, one try at a time: a fresh random ID per try from a
+ * random source port (UDP: one of the upstream's rotating connect()ed ports, see
+ * forward_udp.c), UDP first unless TCP is asked for, and the same upstream again over
  * TCP when the UDP reply has TC=1. A try ends with a reply that passes the RFC 5452 checks
  * (ID, QR, opcode, exactly our question), an error, or the per-try timeout; replies that do
  * not pass are dropped and counted while the try keeps waiting. The request ends with the
@@ -41,7 +41,6 @@
 
 #define FWD_FREE_REQS_MAX 64
 #define FWD_FREE_WAIT_MAX 256
-#define FWD_UDP_BURST     32 /* datagrams read per wakeup, bounding a flood */
 #define FWD_OUR_UDP       1232
 #define FWD_RCODES        24
 
@@ -137,6 +136,7 @@ static void try_close(struct fwd_req *r)
     struct fwd *f = r->f;
     ev_io_stop(f->loop, &r->io);
     ev_timer_stop(f->loop, &r->try_t);
+    fwd_udp_detach(r);
     if (r->fd >= 0) close(r->fd);
     r->fd = -1;
     r->reused = false;
@@ -153,6 +153,7 @@ static void req_finish(struct fwd_req *r, enum fwd_status st, const uint8_t *res
 {
     struct fwd *f = r->f;
     req_unlink(f, r);
+    fwd_udp_detach(r);
     ev_io_stop(f->loop, &r->io);
     ev_timer_stop(f->loop, &r->try_t);
     ev_timer_stop(f->loop, &r->total_t);
@@ -245,35 +246,10 @@ void fwd_got_reply(struct fwd_req *r, const uint8_t *buf, size_t len, unsigned r
     req_finish(r, FWD_OK, buf, len);
 }
 
-static void udp_readable(struct fwd_req *r)
-{
-    struct fwd *f = r->f;
-    for (int i = 0; i < FWD_UDP_BURST; i++) {
-        ssize_t n = recv(r->fd, f->rbuf, sizeof f->rbuf, 0);
-        if (n < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
-            fwd_try_fail_fast(r); /* ECONNREFUSED (ICMP port unreachable) and the like */
-            return;
-        }
-        unsigned rcode = 0;
-        bool tc = false;
-        if ((size_t)n > DNS_MSG_MAX || !fwd_reply_ok(r, f->rbuf, (size_t)n, &rcode, &tc)) {
-            f->st.mismatches++;
-            continue;
-        }
-        fwd_got_reply(r, f->rbuf, (size_t)n, rcode, tc);
-        return;
-    }
-}
-
 static void on_io(struct ev_loop *loop, ev_io *w, int revents)
 {
     struct fwd_req *r = w->data;
-    if (r->proto == FWD_UDP) {
-        if (revents & EV_READ) udp_readable(r);
-    } else {
-        fwd_tcp_io(r, revents);
-    }
+    fwd_tcp_io(r, revents); /* UDP tries are read by their port (forward_udp.c) */
 }
 
 /* The per-try timer: a timeout (fail over), or the deferred start after a fast failure. */
@@ -296,7 +272,8 @@ static void on_try_timer(struct ev_loop *loop, ev_timer *w, int revents)
 static void on_total_timer(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct fwd_req *r = w->data;
-    if (r->fd >= 0 && !r->probe && r->up >= 0) fwd_host_failed(r->f, r->up); /* a try cut short */
+    if ((r->fd >= 0 || r->port) && !r->probe && r->up >= 0)
+        fwd_host_failed(r->f, r->up); /* a try cut short */
     req_finish(r, FWD_FAILED, NULL, 0);
 }
 
@@ -311,14 +288,13 @@ static int open_socket(const struct fwd_upstream *u, int type)
     return fd;
 }
 
-/* Starts a try on r->up over r->proto: a fresh ID, and a fresh socket (UDP) or a pooled
- * connection when one is idle (TCP, unless may_reuse is false). */
+/* Starts a try on r->up over r->proto: a fresh ID, on one of the upstream's UDP source
+ * ports (forward_udp.c), or over TCP on a pooled connection when one is idle (unless
+ * may_reuse is false) else a new one. */
 static void try_start(struct fwd_req *r, bool may_reuse)
 {
     struct fwd *f = r->f;
     const struct fwd_upstream *u = &f->o.up[r->up];
-    r->id = (uint16_t)fwd_rand(f);
-    dns_put16(r->wire + 2, r->id);
     if (r->probe)
         f->st.hc_sent[r->up]++;
     else
@@ -328,13 +304,13 @@ static void try_start(struct fwd_req *r, bool may_reuse)
     r->tphase = FWD_TP_CONNECT;
     r->reused = false;
     if (r->proto == FWD_UDP) {
-        r->fd = open_socket(u, SOCK_DGRAM);
-        if (r->fd < 0 || send(r->fd, r->wire + 2, r->qlen, 0) != (ssize_t)r->qlen) {
+        if (fwd_udp_send(r, fwd_rand) != 0) {
             fwd_try_fail_fast(r);
             return;
         }
-        ev_io_set(&r->io, r->fd, EV_READ);
     } else {
+        r->id = (uint16_t)fwd_rand(f);
+        dns_put16(r->wire + 2, r->id);
         r->fd = may_reuse && !r->probe ? fwd_pool_take(&f->host[r->up]) : -1;
         if (r->fd >= 0) {
             r->reused = true;
@@ -349,8 +325,8 @@ static void try_start(struct fwd_req *r, bool may_reuse)
             f->st.tcp_connects++;
         }
         ev_io_set(&r->io, r->fd, EV_WRITE);
+        ev_io_start(f->loop, &r->io);
     }
-    ev_io_start(f->loop, &r->io);
     ev_timer_set(&r->try_t, r->probe ? FWD_HC_TIMEOUT : f->o.try_timeout, 0.);
     ev_timer_start(f->loop, &r->try_t);
 }
@@ -481,6 +457,7 @@ void fwd_req_init(struct fwd *f, struct fwd_req *r, const struct dns_question *q
     r->restart = false;
     r->start_tcp = false;
     r->up = -1;
+    r->port = NULL;
     r->fd = -1;
     r->tphase = FWD_TP_CONNECT;
     r->toff = r->tlen = 0;
@@ -552,6 +529,8 @@ struct fwd *fwd_new(struct ev_loop *loop, const struct fwd_opts *o, char *err, s
     }
     ev_timer_init(&f->expire_t, fwd_on_expire, 1., 0.);
     f->expire_t.data = f;
+    ev_timer_init(&f->port_t, fwd_on_port_timer, FWD_PORT_AGE, FWD_PORT_AGE);
+    f->port_t.data = f;
     f->rpos = sizeof f->rpool; /* filled on first use */
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -567,6 +546,7 @@ void fwd_free(struct fwd *f)
     while (f->all) req_finish(f->all, FWD_FAILED, NULL, 0);
     ev_timer_stop(f->loop, &f->expire_t);
     for (size_t i = 0; i < f->o.nup; i++) fwd_pool_close(&f->host[i]);
+    fwd_udp_close(f);
     while (f->free_reqs) {
         struct fwd_req *r = f->free_reqs;
         f->free_reqs = r->next;

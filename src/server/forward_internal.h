@@ -15,6 +15,18 @@
 #define FWD_QUERY_MAX  (DNS_HEADER_LEN + DNS_NAME_MAX + 4 + 11)
 #define FWD_POOL_MAX   8   /* idle TCP connections kept per upstream */
 #define FWD_HC_TIMEOUT 1.0 /* a health probe without a reply by then failed (CoreDNS: 1s) */
+#define FWD_UDP_BURST  32  /* datagrams read per wakeup, bounding a flood */
+
+/* UDP source ports (forward_udp.c): live sockets per upstream, and the queries and seconds
+ * a port serves before it is retired for a fresh one */
+#ifndef FWD_PORTS
+#define FWD_PORTS 2
+#endif
+#ifndef FWD_PORT_QUERIES
+#define FWD_PORT_QUERIES 100
+#endif
+#define FWD_PORT_AGE   1.0
+#define FWD_PORT_SLOTS 256 /* ID table per port: a power of two >= 2 x FWD_PORT_QUERIES */
 
 enum fwd_proto { FWD_UDP, FWD_TCP };
 
@@ -25,6 +37,7 @@ struct fwd_waiter {
 };
 
 struct fwd_host;
+struct fwd_port;
 
 struct fwd_req {
     struct fwd *f;
@@ -57,7 +70,9 @@ struct fwd_req {
     enum fwd_proto proto;
 
     /* the current try */
-    int fd;
+    struct fwd_port *port; /* UDP: the source port it went out on */
+    uint16_t pslot;        /* UDP: its slot in the port's ID table */
+    int fd;                /* TCP */
     ev_io io;
     ev_timer try_t, total_t;
     enum { FWD_TP_CONNECT, FWD_TP_WRITE, FWD_TP_READ } tphase; /* TCP */
@@ -77,6 +92,23 @@ struct fwd_host {
     int idle[FWD_POOL_MAX]; /* oldest first */
     double idle_used[FWD_POOL_MAX];
     size_t nidle;
+    struct fwd_port *live[FWD_PORTS]; /* UDP ports taking new queries */
+    struct fwd_port *retired;         /* UDP ports waiting for their last query */
+};
+
+/* A UDP source port: one connect()ed socket and the queries in flight on it, by ID. */
+struct fwd_port {
+    struct fwd_host *h;
+    struct fwd_port *next; /* the host's retired list, or the free list */
+    int fd;
+    ev_io io;
+    ev_tstamp born;
+    uint16_t sent, inflight;
+    bool retired; /* takes no new query; closed when inflight reaches 0 */
+    bool busy;    /* a loop over it is running: not freed until it ends */
+    bool used[FWD_PORT_SLOTS];
+    uint16_t id[FWD_PORT_SLOTS];
+    struct fwd_req *req[FWD_PORT_SLOTS]; /* NULL once the query ended (its ID stays used) */
 };
 
 struct fwd {
@@ -84,7 +116,10 @@ struct fwd {
     struct fwd_opts o;
     struct fwd_host host[FWD_UPSTREAMS_MAX];
     ev_timer expire_t; /* closes idle TCP connections unused for o.expire */
-    size_t inflight;   /* client queries waiting (max_concurrent) */
+    ev_timer port_t;   /* retires UDP ports past FWD_PORT_AGE */
+    struct fwd_port *free_ports;
+    size_t nfree_ports;
+    size_t inflight; /* client queries waiting (max_concurrent) */
     uint8_t from_wire[DNS_NAME_MAX];
     uint16_t from_len;
     uint8_t except_wire[FWD_EXCEPT_MAX][DNS_NAME_MAX];
@@ -125,5 +160,12 @@ int fwd_pool_take(struct fwd_host *h);
 void fwd_pool_put(struct fwd_host *h, int fd);
 void fwd_pool_close(struct fwd_host *h);
 void fwd_on_expire(struct ev_loop *loop, ev_timer *w, int revents);
+
+/* forward_udp.c: UDP source ports. fwd_udp_send sends r's query with a fresh ID on a port
+ * of r->up (-1: no socket, or the port failed); fwd_udp_detach ends r's use of its port. */
+int fwd_udp_send(struct fwd_req *r, uint32_t (*rnd)(struct fwd *));
+void fwd_udp_detach(struct fwd_req *r);
+void fwd_on_port_timer(struct ev_loop *loop, ev_timer *w, int revents);
+void fwd_udp_close(struct fwd *f);
 
 #endif

@@ -177,6 +177,8 @@ void srv_stats_add(struct srv_stats *dst, const struct srv_stats *src)
         d->fwd.tcp_connects += s->fwd.tcp_connects;
         d->fwd.tcp_reused += s->fwd.tcp_reused;
         d->fwd.tcp_expired += s->fwd.tcp_expired;
+        d->fwd.udp_ports += s->fwd.udp_ports;
+        d->fwd.late += s->fwd.late;
     }
 }
 

@@ -270,6 +270,8 @@ struct fwd_stats {
     uint64_t tcp_connects; /* TCP connections opened to upstreams (tries and probes) */
     uint64_t tcp_reused;   /* TCP tries on a pooled connection */
     uint64_t tcp_expired;  /* pooled connections closed after `expire` unused */
+    uint64_t udp_ports;    /* UDP source ports opened (forward_udp.c) */
+    uint64_t late;         /* UDP replies to queries that had already ended, dropped */
 };
 void fwd_stats(const struct fwd *f, struct fwd_stats *st);
 

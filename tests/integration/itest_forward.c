@@ -23,6 +23,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "server/forward_internal.h"
 #include "server/server.h"
 
 static unsigned port1, port2;
@@ -248,6 +249,15 @@ static void run(struct env *e, double secs)
     ev_timer_stop(e->loop, &e->watchdog);
 }
 
+/* Runs the loop for `secs` (timers fire, late datagrams are read). */
+static void spin(struct env *e, double secs)
+{
+    int pending = e->pending;
+    e->pending = 1;
+    run(e, secs);
+    e->pending = pending;
+}
+
 static void ask(struct env *e, const struct cquery *c, bool client_tcp, struct res *r)
 {
     memset(r, 0, sizeof *r);
@@ -345,20 +355,16 @@ static void test_relay_and_our_query(void **state)
     assert_int_equal(last_num(ctl1, "b.test", "do"), 0);
     assert_int_equal(last_num(ctl1, "b.test", "cd"), 0);
 
-    /* fresh IDs and source ports: three queries with the client's ID 0xBEEF never all keep
-     * it, and do not all come from one port */
+    /* fresh IDs: three queries with the client's ID 0xBEEF never all keep it */
     long ids[3];
-    char froms[3][64];
     const char *names[3] = {"c.test", "d.test", "e.test"};
     for (int i = 0; i < 3; i++) {
         query1(&e, names[i], false, &r);
         assert_reply(&r, names[i], DNS_RCODE_NOERROR, 1);
         ids[i] = last_num(ctl1, names[i], "id");
-        snprintf(froms[i], sizeof froms[i], "%s", last_field(ctl1, names[i], "from"));
     }
     assert_false(ids[0] == CLIENT_ID && ids[1] == CLIENT_ID && ids[2] == CLIENT_ID);
     assert_false(ids[0] == ids[1] && ids[1] == ids[2]);
-    assert_false(strcmp(froms[0], froms[1]) == 0 && strcmp(froms[1], froms[2]) == 0);
 
     struct fwd_stats st;
     fwd_stats(e.f, &st);
@@ -366,6 +372,97 @@ static void test_relay_and_our_query(void **state)
     assert_int_equal(st.responses[0][0], 5);
     assert_int_equal(st.mismatches, 0);
     assert_int_equal(st.failures, 0);
+    env_free(&e);
+}
+
+/* UDP source ports (forward_udp.c): 450 queries in waves of 50 in flight go out from
+ * random ports that each carry at most FWD_PORT_QUERIES of them, with IDs never repeated
+ * on a port; a port past FWD_PORT_AGE takes no new query. */
+#define PORT_WAVES 9
+#define PORT_WAVE  50
+static void test_udp_source_ports_rotate(void **state)
+{
+    reset_servers();
+    struct env e;
+    env_new(&e, corefile("forward . 127.0.0.1:%u\n", port1), 2, 5);
+    static struct cquery c[PORT_WAVE];
+    static struct res r[PORT_WAVE];
+    static char from[PORT_WAVES * PORT_WAVE][64];
+    static long id[PORT_WAVES * PORT_WAVE];
+    char name[32];
+    for (int w = 0; w < PORT_WAVES; w++) {
+        for (int i = 0; i < PORT_WAVE; i++) {
+            snprintf(name, sizeof name, "p%d.test", w * PORT_WAVE + i);
+            make_query(&c[i], name, true, false, false);
+            ask(&e, &c[i], false, &r[i]);
+        }
+        run(&e, 5);
+        for (int i = 0; i < PORT_WAVE; i++) {
+            int n = w * PORT_WAVE + i;
+            snprintf(name, sizeof name, "p%d.test", n);
+            assert_int_equal(r[i].calls, 1);
+            assert_int_equal(r[i].st, FWD_OK); /* NXDOMAIN from the test zone */
+            snprintf(from[n], sizeof from[n], "%s", last_field(ctl1, name, "from"));
+            id[n] = last_num(ctl1, name, "id");
+        }
+    }
+    int total_q = PORT_WAVES * PORT_WAVE, nports = 0, most = 0;
+    for (int n = 0; n < total_q; n++) {
+        bool seen = false;
+        for (int k = 0; k < n && !seen; k++) seen = strcmp(from[k], from[n]) == 0;
+        if (seen) continue;
+        nports++;
+        int uses = 0;
+        for (int k = n; k < total_q; k++) {
+            if (strcmp(from[k], from[n]) != 0) continue;
+            uses++;
+            for (int j = n; j < k; j++) /* an ID is never reused on its port */
+                if (strcmp(from[j], from[n]) == 0 && id[j] == id[k])
+                    fail_msg("ID %ld used twice on %s", id[k], from[n]);
+        }
+        if (uses > most) most = uses;
+    }
+    print_message("# %d queries from %d source ports, at most %d on one\n", total_q, nports, most);
+    assert_true(most <= FWD_PORT_QUERIES);
+    assert_true(nports >= (total_q + FWD_PORT_QUERIES - 1) / FWD_PORT_QUERIES);
+    struct fwd_stats st;
+    fwd_stats(e.f, &st);
+    assert_int_equal(st.udp_ports, (uint64_t)nports);
+    assert_int_equal(st.mismatches + st.late + st.failures, 0);
+
+    /* past FWD_PORT_AGE, a query leaves from a port none of the above used */
+    spin(&e, FWD_PORT_AGE + 0.2);
+    struct res r1;
+    query1(&e, "late-port.test", false, &r1);
+    const char *lf = last_field(ctl1, "late-port.test", "from");
+    for (int n = 0; n < total_q; n++) assert_string_not_equal(lf, from[n]);
+    env_free(&e);
+}
+
+/* A reply that arrives after its query gave up is dropped as late: it never answers a
+ * later query (IDs are not reused on a port) and is not counted as a spoof. */
+static void test_late_reply_dropped(void **state)
+{
+    reset_servers();
+    ctl(ctl1, "mode slow.test slow 400");
+    struct env e;
+    env_new(&e, corefile("forward . 127.0.0.1:%u\n", port1), 0.15, 0.35);
+    struct res r;
+    query1(&e, "slow.test", false, &r);
+    assert_int_equal(r.st, FWD_FAILED);
+    /* a quick query on the same ports while the slow replies come in */
+    for (int i = 0; i < 6; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "q%d.test", i);
+        query1(&e, name, false, &r);
+        assert_int_equal(r.st, FWD_OK);
+        assert_reply(&r, name, DNS_RCODE_NXDOMAIN, 0);
+    }
+    spin(&e, 0.6); /* the last slow reply is due 0.4 s after the last try */
+    struct fwd_stats st;
+    fwd_stats(e.f, &st);
+    assert_true(st.late >= 1);
+    assert_int_equal(st.mismatches, 0);
     env_free(&e);
 }
 
@@ -1060,6 +1157,8 @@ int main(void)
     have_v6 = v6 && strcmp(v6, "1") == 0;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_relay_and_our_query),
+        cmocka_unit_test(test_udp_source_ports_rotate),
+        cmocka_unit_test(test_late_reply_dropped),
         cmocka_unit_test(test_tc_retried_over_tcp),
         cmocka_unit_test(test_force_tcp_and_client_proto),
         cmocka_unit_test(test_ipv6_upstream),
