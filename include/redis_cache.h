@@ -245,6 +245,19 @@ struct rc_cache;
 struct rc_cache *rc_cache_new(struct ev_loop *loop, const struct rc_cache_config *cfg,
                               const char *const *zones, size_t nzones, char *err, size_t errlen);
 
+/* Caches of one configuration on several loops (a server's worker threads, one cache each)
+ * share their topology state through a share: one Sentinel or Cluster discovery and one
+ * circuit breaker per Redis node for all of them, while each keeps its own connections.
+ * Create the share, build every cache with rc_cache_new_shared and the same cfg, then free
+ * the share (each cache holds a reference). Thread-safe. */
+struct rc_cache_share;
+struct rc_cache_share *rc_cache_share_new(void); /* NULL without memory */
+void rc_cache_share_free(struct rc_cache_share *share);
+/* rc_cache_new with a share (NULL: none, the same as rc_cache_new). */
+struct rc_cache *rc_cache_new_shared(struct ev_loop *loop, const struct rc_cache_config *cfg,
+                                     const char *const *zones, size_t nzones,
+                                     struct rc_cache_share *share, char *err, size_t errlen);
+
 /* Our EDNS UDP payload size in hit replies (and the size they are fitted to, with the
  * client's); default 1232, at least 512. */
 void rc_cache_set_udp_size(struct rc_cache *cache, uint16_t size);

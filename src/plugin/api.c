@@ -115,8 +115,36 @@ void rc_cache_config_free(struct rc_cache_config *cfg)
 
 /* ---- the cache ------------------------------------------------------------------------ */
 
+struct rc_cache_share {
+    struct topo_hub *hub;
+};
+
+struct rc_cache_share *rc_cache_share_new(void)
+{
+    struct rc_cache_share *sh = calloc(1, sizeof *sh);
+    if (sh && !(sh->hub = topo_hub_new())) {
+        free(sh);
+        return NULL;
+    }
+    return sh;
+}
+
+void rc_cache_share_free(struct rc_cache_share *share)
+{
+    if (!share) return;
+    topo_hub_unref(share->hub);
+    free(share);
+}
+
 struct rc_cache *rc_cache_new(struct ev_loop *loop, const struct rc_cache_config *cfg,
                               const char *const *zones, size_t nzones, char *err, size_t errlen)
+{
+    return rc_cache_new_shared(loop, cfg, zones, nzones, NULL, err, errlen);
+}
+
+struct rc_cache *rc_cache_new_shared(struct ev_loop *loop, const struct rc_cache_config *cfg,
+                                     const char *const *zones, size_t nzones,
+                                     struct rc_cache_share *share, char *err, size_t errlen)
 {
     if (!cfg) {
         if (err && errlen) snprintf(err, errlen, "redis_cache: no configuration");
@@ -127,7 +155,8 @@ struct rc_cache *rc_cache_new(struct ev_loop *loop, const struct rc_cache_config
         if (err && errlen) snprintf(err, errlen, "redis_cache: out of memory");
         return NULL;
     }
-    rc->c = rcp_cache_new(loop, &cfg->cfg, zones, zones ? nzones : 0, err, errlen);
+    rc->c = rcp_cache_new_shared(loop, &cfg->cfg, zones, zones ? nzones : 0,
+                                 share ? share->hub : NULL, err, errlen);
     if (!rc->c) {
         free(rc);
         return NULL;

@@ -147,6 +147,7 @@ struct rcp_cache {
     struct topo_resolver *resolver;
     struct ssl_ctx_st *tls;
     struct topo_router *router;
+    struct topo_hub *hub; /* shared topology state (a reference), or NULL */
 
     char prefix[sizeof(((struct rcp_config *)0)->key_prefix)];
     size_t prefix_len;
@@ -590,6 +591,7 @@ void rcp_cache_free(struct rcp_cache *c)
     c->router = NULL;
     if (c->resolver) topo_resolver_free(c->resolver);
     if (c->tls) resp_tls_ctx_free(c->tls);
+    topo_hub_unref(c->hub);
     drain_free_lists(c);
     free(c->flights.b);
     free(c->writes.b);
@@ -618,6 +620,7 @@ static void node_opts(struct rcp_cache *c, const struct rcp_config *cfg, const s
     n->conn.keepalive = cfg->tcp_keepalive;
     n->pool = cfg->pool;
     if (n->pool.pipeline_high < PIPELINE_HIGH) n->pool.pipeline_high = PIPELINE_HIGH;
+    n->hub = c->hub;
 }
 
 /* Sentinel and Cluster: the node template is built from a placeholder address (the
@@ -688,6 +691,13 @@ static int set_zones(struct rcp_cache *c, const struct rcp_config *cfg, const ch
 struct rcp_cache *rcp_cache_new(struct ev_loop *loop, const struct rcp_config *cfg,
                                 const char *const *zones, size_t nzones, char *err, size_t errlen)
 {
+    return rcp_cache_new_shared(loop, cfg, zones, nzones, NULL, err, errlen);
+}
+
+struct rcp_cache *rcp_cache_new_shared(struct ev_loop *loop, const struct rcp_config *cfg,
+                                       const char *const *zones, size_t nzones,
+                                       struct topo_hub *hub, char *err, size_t errlen)
+{
     char dummy[1];
     if (!err || errlen == 0) {
         err = dummy;
@@ -708,6 +718,10 @@ struct rcp_cache *rcp_cache_new(struct ev_loop *loop, const struct rcp_config *c
     struct topo_node_opts *nodes = NULL;
     if (!c) goto oom;
     c->loop = loop;
+    if (hub) {
+        topo_hub_ref(hub);
+        c->hub = hub;
+    }
     size_t plen = cfg->key_prefix_len < sizeof c->prefix ? cfg->key_prefix_len : 0;
     memcpy(c->prefix, cfg->key_prefix, plen); /* already trimmed of its ':' by the parser */
     c->prefix_len = plen;

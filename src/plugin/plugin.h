@@ -146,6 +146,13 @@ struct rcp_cache;
  * NULL with a message in err on failure. */
 struct rcp_cache *rcp_cache_new(struct ev_loop *loop, const struct rcp_config *cfg,
                                 const char *const *zones, size_t nzones, char *err, size_t errlen);
+/* The same, sharing topology state with every other cache built with the same hub (one per
+ * configuration per process; the caches may live on different loops and threads): one
+ * discovery (Sentinel, Cluster) and one breaker per node for all of them, as SPEC §3 asks
+ * of the server's workers. The cache holds its own reference to hub; NULL hub: no sharing. */
+struct rcp_cache *rcp_cache_new_shared(struct ev_loop *loop, const struct rcp_config *cfg,
+                                       const char *const *zones, size_t nzones,
+                                       struct topo_hub *hub, char *err, size_t errlen);
 /* Frees the cache: pending lookups complete with RCP_LOOKUP_ERROR; background writes
  * still in flight are dropped (a host that wants them written waits until
  * rcp_cache_pending_writes is 0, bounded by its own shutdown budget). */

@@ -92,7 +92,8 @@ static int build_block(struct worker *w, struct wgen *g, size_t b, char *err, si
             const char *zones[SRV_KEYS_MAX];
             for (size_t z = 0; z < blk->nzones; z++) zones[z] = blk->zones[z];
             char e[256];
-            wb->rc = rcp_cache_new(w->loop, &rc, zones, blk->nzones, e, sizeof e);
+            wb->rc =
+                rcp_cache_new_shared(w->loop, &rc, zones, blk->nzones, g->rg->hub[b], e, sizeof e);
             if (!wb->rc) {
                 snprintf(err, errlen, "%s:%u: redis_cache: %s", blk->redis_cache->file,
                          blk->redis_cache->line, e);

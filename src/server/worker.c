@@ -420,12 +420,21 @@ int srv_rgen_addrs(struct rgen *rg, char *err, size_t errlen)
         }
         if (la->drop_block < 0) la->drop_block = 0;
     }
+    /* one topology state per redis_cache block, shared by the workers' caches (SPEC §3) */
+    for (size_t b = 0; b < cfg->nblocks && b < SRV_BLOCKS_MAX; b++) {
+        if (!cfg->blocks[b].redis_cache) continue;
+        if (!(rg->hub[b] = topo_hub_new())) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+    }
     return 0;
 }
 
 void srv_rgen_release(struct rgen *rg)
 {
     if (!rg || atomic_fetch_sub(&rg->refs, 1) != 1) return;
+    for (size_t b = 0; b < SRV_BLOCKS_MAX; b++) topo_hub_unref(rg->hub[b]);
     if (rg->cfg) {
         srv_config_free(rg->cfg);
         free(rg->cfg);

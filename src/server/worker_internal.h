@@ -79,6 +79,7 @@ struct rgen {
     struct laddr *addrs;
     size_t naddrs;
     _Atomic unsigned refs;
+    struct topo_hub *hub[SRV_BLOCKS_MAX]; /* per redis_cache block: the workers' shared state */
 };
 
 /* Builds the listen addresses of rg->cfg into rg->addrs (worker.c). */

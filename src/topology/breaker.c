@@ -8,17 +8,37 @@
  *
  * Closing connections must not happen inside their own callbacks, so opening the breaker
  * only kicks the pool's housekeeping, which calls topo_breaker_maintain.
+ *
+ * With a hub (SPEC §3: breaker state is one per process) the counter, the state and the
+ * reason live in the node's shared topo_health, so N workers' pools trip it together and
+ * only one of them probes. The protocol, every step an atomic:
+ *  - open: CAS open CLOSED->OPEN; the winner stores kind and msg, then bumps epoch (odd);
+ *  - close (the prober only): fails = 0, epoch++ (even), open = CLOSED, probing = false.
+ * So an odd epoch means "open and its reason readable", and the hot path of a closed breaker
+ * is one load. The probe belongs to whoever holds `probing` (CAS false->true): the opener
+ * first; when the holder is freed it lets go, and any pool that sees the breaker open with
+ * nobody probing (on a request or in its periodic housekeeping) claims it — a breaker
+ * cannot stay open unprobed while a pool of the node still runs its loop.
  */
 #include <ev.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "topology/pool_internal.h"
 #include "topology/topology.h"
 
+/* Only the holder of a shared probe may probe: one probe per node per process. */
+static bool may_probe(const struct topo_pool *p)
+{
+    if (p->closing || p->breaker != TOPO_BREAKER_OPEN) return false;
+    return !p->health || p->probe_owner;
+}
+
 static void probe_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     struct topo_pool *p = w->data;
-    if (p->closing || p->breaker != TOPO_BREAKER_OPEN || p->probe_pc) return;
+    if (!topo_breaker_is_open(p) || !may_probe(p) || p->probe_pc) return;
     topo_pconn_open(p, true);
 }
 
@@ -31,7 +51,106 @@ void topo_breaker_init(struct topo_pool *p)
 void topo_breaker_stop(struct topo_pool *p)
 {
     ev_timer_stop(p->loop, &p->probe_timer);
+    if (p->probe_owner) {
+        /* another pool's sync claims it; keeping it would leave the node unprobed */
+        p->probe_owner = false;
+        atomic_store(&p->health->probing, false);
+    }
 }
+
+/* ---- shared state (hub) ------------------------------------------------------------- */
+
+static void shared_claim(struct topo_pool *p)
+{
+    bool idle = false;
+    if (p->closing || !atomic_compare_exchange_strong(&p->health->probing, &idle, true)) return;
+    p->probe_owner = true;
+    p->probe_n = 0;
+    if (!p->probe_pc) topo_probe_schedule(p);
+}
+
+bool topo_breaker_sync(struct topo_pool *p)
+{
+    struct topo_health *h = p->health;
+    unsigned e = atomic_load_explicit(&h->epoch, memory_order_acquire);
+    bool open = (e & 1u) && atomic_load(&h->open) == TOPO_BREAKER_OPEN;
+    if (!open) {
+        if (p->breaker == TOPO_BREAKER_OPEN) {
+            /* another pool's probe closed it: connect again as usual, unpaced */
+            p->breaker = TOPO_BREAKER_CLOSED;
+            p->probe_n = 0;
+            p->connect_fails = 0;
+            p->pace_until = 0;
+            topo_pool_kick(p); /* min_idle */
+        }
+        return false;
+    }
+    if (p->breaker != TOPO_BREAKER_OPEN || e != p->seen_epoch) {
+        /* the lock once per epoch, so that failing fast takes none */
+        char why[sizeof h->msg];
+        topo_health_msg_get(p->hub, h, why, sizeof why);
+        resp_err_set(&p->breaker_err, (enum resp_err_kind)atomic_load(&h->kind),
+                     "breaker open for %s: %s", p->name, why);
+        p->seen_epoch = e;
+        p->breaker = TOPO_BREAKER_OPEN;
+        topo_pool_kick(p); /* closing connections must not happen inside their callbacks */
+    }
+    if (!p->probe_owner && !atomic_load_explicit(&h->probing, memory_order_relaxed))
+        shared_claim(p);
+    return true;
+}
+
+static void shared_open(struct topo_pool *p, const struct resp_err *why)
+{
+    struct topo_health *h = p->health;
+    int closed = TOPO_BREAKER_CLOSED;
+    if (!atomic_compare_exchange_strong(&h->open, &closed, TOPO_BREAKER_OPEN)) return;
+    atomic_store(&h->kind, (int)(why ? why->kind : RESP_EK_CONNECTION));
+    topo_health_msg_set(p->hub, h, why ? why->msg : "");
+    atomic_fetch_add_explicit(&h->epoch, 1, memory_order_release); /* odd: reason readable */
+    bool idle = false;
+    if (atomic_compare_exchange_strong(&h->probing, &idle, true)) {
+        p->probe_owner = true;
+        p->probe_n = 0;
+    }
+    topo_breaker_sync(p); /* our copy, and the kick that closes our connections */
+}
+
+/* The probe answered. Only its owner closes the shared breaker (so that epochs alternate). */
+static void shared_close(struct topo_pool *p)
+{
+    struct topo_health *h = p->health;
+    p->breaker = TOPO_BREAKER_CLOSED;
+    if (!p->probe_owner) return;
+    atomic_store(&h->fails, 0);
+    atomic_fetch_add_explicit(&h->epoch, 1, memory_order_release); /* even: closed */
+    atomic_store(&h->open, TOPO_BREAKER_CLOSED);
+    p->probe_owner = false;
+    atomic_store(&h->probing, false);
+}
+
+static void shared_account(struct topo_pool *p, enum resp_err_kind kind, const struct resp_err *err)
+{
+    struct topo_health *h = p->health;
+    if (topo_breaker_is_open(p)) return;
+    if (kind == RESP_EK_TIMEOUT || kind == RESP_EK_CONNECTION) {
+        unsigned n = atomic_fetch_add(&h->fails, 1) + 1;
+        if (p->o.pool.breaker_threshold && n >= p->o.pool.breaker_threshold) shared_open(p, err);
+    } else if (kind == RESP_EK_NONE) {
+        /* a load first: replies on every worker must not all write one cache line */
+        if (atomic_load_explicit(&h->fails, memory_order_relaxed)) atomic_store(&h->fails, 0);
+    }
+}
+
+enum topo_breaker_state topo_breaker_state(const struct topo_pool *p)
+{
+    if (!p->health) return p->breaker;
+    unsigned e = atomic_load_explicit(&p->health->epoch, memory_order_acquire);
+    return (e & 1u) && atomic_load(&p->health->open) == TOPO_BREAKER_OPEN ? TOPO_BREAKER_OPEN
+                                                                          : TOPO_BREAKER_CLOSED;
+}
+
+/* ---- the pool's own state ----------------------------------------------------------- */
 
 static void breaker_open(struct topo_pool *p, const struct resp_err *why)
 {
@@ -44,7 +163,12 @@ static void breaker_open(struct topo_pool *p, const struct resp_err *why)
 
 void topo_breaker_account(struct topo_pool *p, enum resp_err_kind kind, const struct resp_err *err)
 {
-    if (p->closing || p->breaker == TOPO_BREAKER_OPEN) return;
+    if (p->closing) return;
+    if (p->health) {
+        shared_account(p, kind, err);
+        return;
+    }
+    if (p->breaker == TOPO_BREAKER_OPEN) return;
     if (kind == RESP_EK_TIMEOUT || kind == RESP_EK_CONNECTION) {
         p->fails++;
         if (p->o.pool.breaker_threshold && p->fails >= p->o.pool.breaker_threshold)
@@ -74,7 +198,7 @@ void topo_breaker_maintain(struct topo_pool *p)
 
 void topo_probe_schedule(struct topo_pool *p)
 {
-    if (p->closing || p->breaker != TOPO_BREAKER_OPEN) return;
+    if (!may_probe(p)) return;
     double d = topo_pool_backoff(p, p->probe_n);
     if (p->probe_n < 64) p->probe_n++;
     ev_timer_stop(p->loop, &p->probe_timer);
@@ -93,8 +217,12 @@ static void probe_reply(void *priv, size_t idx, const struct resp_value *reply,
         pc->probe = false;
         pc->last_used = ev_now(p->loop);
         p->probe_pc = NULL;
-        p->breaker = TOPO_BREAKER_CLOSED;
-        p->fails = 0;
+        if (p->health) {
+            shared_close(p);
+        } else {
+            p->breaker = TOPO_BREAKER_CLOSED;
+            p->fails = 0;
+        }
         p->probe_n = 0;
         p->connect_fails = 0;
         p->pace_until = 0;

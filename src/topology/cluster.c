@@ -16,7 +16,8 @@
  * sent again (a GET + TTL whose GET was MOVED is resent whole). ASKING's own reply is never
  * shown: the caller gets exactly one callback per command, in order.
  *
- * Discovery, refresh, latency probes and the slot table's life are in cluster_discover.c.
+ * Discovery, refresh, latency probes and the slot table's life are in cluster_discover.c;
+ * sharing one discovery among the workers' routers (a hub) in cluster_share.c.
  */
 #include <ev.h>
 #include <stdio.h>
@@ -449,7 +450,8 @@ static void req_reply(void *priv, size_t idx, const struct resp_value *reply,
             cl_parse_redirect(reply->len ? reply->str : "", reply->len, node->host, &rd);
         if (k == CL_REDIR_MOVED) {
             struct cl_node *t = cl_node_get(cl, rd.host, rd.port);
-            if (t) cl_patch_slot(cl, rd.slot, t);
+            /* a leader's patch reaches the other workers now, not after the refresh */
+            if (t && cl_patch_slot(cl, rd.slot, t)) cl_share_publish(cl);
             cl_refresh_soon(cl);
         } else if (k == CL_REDIR_CLUSTERDOWN) {
             cl_refresh_soon(cl);
@@ -473,6 +475,7 @@ static int cl_exec(struct topo_router *r, const void *key, size_t keylen, bool w
     struct cluster *cl = (struct cluster *)r;
     struct resp_err e;
     if (n == 0) return 0;
+    if (cl_follower(cl)) cl_share_sync(cl);
     unsigned slot = topo_cluster_slot(key, keylen);
     struct cl_node *node = route(cl, slot, write, &e);
     if (!node) {
@@ -500,6 +503,7 @@ static void cl_free(struct topo_router *r)
 {
     struct cluster *cl = (struct cluster *)r;
     cl->closing = true;
+    cl_share_leave(cl); /* first: no hub callback may run on a half-freed router */
     cl_discover_stop(cl);
     struct resp_err e;
     resp_err_set(&e, RESP_EK_CONNECTION, "cluster: shutting down");
@@ -531,6 +535,7 @@ static void cl_free(struct topo_router *r)
     free(cl->username);
     free(cl->password);
     free(cl->client_name);
+    cl_share_release(cl);
     free(cl);
 }
 
@@ -581,6 +586,6 @@ struct topo_router *topo_cluster_new(struct ev_loop *loop, struct topo_resolver 
     memcpy(cl->seeds, o->seeds, o->nseeds * sizeof *cl->seeds);
     cl->nseeds = o->nseeds;
     resp_err_set(&cl->why, RESP_EK_CONNECTION, "discovery under way");
-    cl_discover_init(cl);
+    cl_discover_init(cl, cl_share_join(cl, o->data.hub));
     return &cl->r;
 }

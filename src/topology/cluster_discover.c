@@ -16,8 +16,14 @@
  * been unused for CL_NODE_GC_AFTER. Pools are freed only from this tick, never from inside
  * one of their own callbacks.
  *
+ * With a hub (cluster_share.c) only the leader runs discovery and the periodic refresh; a
+ * follower's reasons to refresh go to the leader, and its tick applies the leader's views.
+ * The latency probes and the dropping of nodes stay per router: they are about this
+ * worker's connections.
+ *
  * Log lines (stderr, like the Sentinel router's): a new table whose primaries or ranges
- * differ from the last one, and each new reason while there is no table at all.
+ * differ from the last one, and each new reason while there is no table at all; only a
+ * leader (or a router alone) logs, so a process says it once, not once per worker.
  */
 #include <ev.h>
 #include <stdio.h>
@@ -68,18 +74,18 @@ fail:
     return -1;
 }
 
-void cl_patch_slot(struct cluster *cl, unsigned slot, struct cl_node *primary)
+bool cl_patch_slot(struct cluster *cl, unsigned slot, struct cl_node *primary)
 {
-    if (slot >= TOPO_CLUSTER_SLOTS || !cl->have_table) return;
+    if (slot >= TOPO_CLUSTER_SLOTS || !cl->have_table) return false;
     size_t i;
     for (i = 0; i < cl->nshards; i++)
         if (cl->shards[i].primary == primary) break;
     if (i == cl->nshards) {
-        if (cl->nshards >= CL_NO_SHARD) return;
+        if (cl->nshards >= CL_NO_SHARD) return false;
         if (cl->nshards == cl->capshards) {
             size_t cap = cl->capshards ? cl->capshards * 2 : 4;
             struct cl_shard *s = realloc(cl->shards, cap * sizeof *s);
-            if (!s) return;
+            if (!s) return false;
             cl->shards = s;
             cl->capshards = cap;
         }
@@ -88,13 +94,15 @@ void cl_patch_slot(struct cluster *cl, unsigned slot, struct cl_node *primary)
         cl->nshards++;
     }
     primary->in_table = true;
+    bool changed = cl->slot[slot] != i;
     cl->slot[slot] = (uint16_t)i;
+    return changed;
 }
 
 /* ---- discovery ---------------------------------------------------------------------- */
 
 /* What a log line is worth: the primaries and the slots they own (FNV-1a). */
-static uint64_t map_signature(const struct cl_map *m)
+uint64_t cl_map_signature(const struct cl_map *m)
 {
     uint64_t h = 0xcbf29ce484222325ULL;
     for (size_t s = 0; s < TOPO_CLUSTER_SLOTS; s++) {
@@ -165,6 +173,7 @@ static void disc_done(struct cluster *cl, bool ok)
     if (!cl->have_table && strcmp(cl->logged_why, cl->why.msg) != 0) { /* once per reason */
         snprintf(cl->logged_why, sizeof cl->logged_why, "%s", cl->why.msg);
         fprintf(stderr, "redis_cache: cluster: no slot table yet: %s\n", cl->why.msg);
+        cl_share_publish(cl); /* the followers' requests then fail with the same reason */
     }
     if (cl->disc_fails < 64) cl->disc_fails++;
     double d =
@@ -238,7 +247,7 @@ static void disc_reply(void *priv, size_t idx, const struct resp_value *reply,
         disc_next(cl);
         return;
     }
-    uint64_t sig = map_signature(&cl->map);
+    uint64_t sig = cl_map_signature(&cl->map);
     bool changed = !cl->have_table || sig != cl->table_sig;
     if (cl_install(cl, &cl->map) != 0) {
         resp_err_set(&cl->why, RESP_EK_OTHER, "discovery: out of memory");
@@ -253,6 +262,7 @@ static void disc_reply(void *priv, size_t idx, const struct resp_value *reply,
         fprintf(stderr,
                 "redis_cache: cluster: slot table from %s:%u: %zu shards, %zu nodes, %zu slots\n",
                 node->host, (unsigned)node->port, cl->map.nshards, cl->map.nnodes, cl->map.covered);
+    cl_share_publish(cl);
     disc_done(cl, true);
 }
 
@@ -265,6 +275,10 @@ static void disc_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 void cl_refresh_soon(struct cluster *cl)
 {
     if (cl->closing) return;
+    if (cl_follower(cl)) { /* one discovery per process: the leader's */
+        topo_hub_want_refresh(&cl->member);
+        return;
+    }
     if (cl->disc_running) {
         cl->disc_again = true;
         return;
@@ -310,7 +324,9 @@ static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
     struct cluster *cl = w->data;
     if (cl->closing) return;
     double now = ev_now(loop);
-    if (cl->have_table && now >= cl->next_periodic) {
+    /* an idle follower keeps up too, so that its probes and node dropping see the table */
+    if (cl_follower(cl)) cl_share_sync(cl);
+    if (!cl_follower(cl) && cl->have_table && now >= cl->next_periodic) {
         cl->next_periodic = now + CL_REFRESH_PERIOD;
         cl_refresh_soon(cl);
     }
@@ -333,7 +349,7 @@ static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
     }
 }
 
-void cl_discover_init(struct cluster *cl)
+void cl_discover_init(struct cluster *cl, bool lead)
 {
     ev_init(&cl->disc_timer, disc_timer_cb);
     cl->disc_timer.data = cl;
@@ -341,7 +357,15 @@ void cl_discover_init(struct cluster *cl)
     cl->tick.data = cl;
     ev_timer_start(cl->loop, &cl->tick);
     ev_unref(cl->loop); /* the tick alone does not keep the host's loop running */
+    if (lead) cl_discover_lead(cl);
+}
+
+void cl_discover_lead(struct cluster *cl)
+{
+    if (cl->closing) return;
     cl->next_periodic = ev_now(cl->loop) + CL_REFRESH_PERIOD;
+    if (cl->disc_running) return;
+    ev_timer_stop(cl->loop, &cl->disc_timer);
     ev_timer_set(&cl->disc_timer, 0, 0); /* the first discovery, from the loop */
     ev_timer_start(cl->loop, &cl->disc_timer);
 }

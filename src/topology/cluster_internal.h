@@ -1,8 +1,9 @@
 /* src/topology/cluster_internal.h — private to the Cluster router: the pure parsers
  * (cluster_parse.c: CLUSTER SHARDS / CLUSTER SLOTS replies into a validated slot map,
- * MOVED / ASK / TRYAGAIN / CLUSTERDOWN error texts), and the router's state shared by
- * cluster.c (routing, requests, redirects) and cluster_discover.c (discovery, refresh,
- * latency probes). Not part of the topology interface (topology.h).
+ * MOVED / ASK / TRYAGAIN / CLUSTERDOWN error texts), the view a leader publishes to the
+ * other workers (cluster_share.c), and the router's state shared by cluster.c (routing,
+ * requests, redirects), cluster_discover.c (discovery, refresh, latency probes) and
+ * cluster_share.c. Not part of the topology interface (topology.h).
  */
 #ifndef RC_TOPOLOGY_CLUSTER_INTERNAL_H
 #define RC_TOPOLOGY_CLUSTER_INTERNAL_H
@@ -13,6 +14,7 @@
 #include <stdint.h>
 
 #include "resp/resp.h"
+#include "topology/hub_internal.h"
 #include "topology/topology.h"
 
 /* CRC16-XMODEM (crc16.c); topo_cluster_slot is this mod 16384 of the key or its tag. */
@@ -86,7 +88,18 @@ struct cl_redirect {
 enum cl_redir_kind cl_parse_redirect(const char *s, size_t len, const char *reached,
                                      struct cl_redirect *out);
 
-/* ---- the router (cluster.c, cluster_discover.c) ------------------------------------- */
+/* ---- the view shared through the hub (cluster_share.c) --------------------------------- */
+
+/* A slot map (NULL: no table yet) and the last discovery error as one flat blob without
+ * pointers (malloc'd, *len set), or NULL without memory. */
+void *cl_view_encode(const struct cl_map *m, const struct resp_err *why, size_t *len);
+/* Reads a blob of cl_view_encode into m (initialised by the caller, emptied first), why and
+ * have_table. 0, or -1 for a short, long or inconsistent blob (m is then empty). */
+int cl_view_decode(const void *data, size_t len, struct cl_map *m, struct resp_err *why,
+                   bool *have_table);
+
+/* ---- the router (cluster.c, cluster_discover.c, cluster_share.c)
+ * ------------------------------------- */
 
 #define CL_TRIES_MAX       5    /* TRYAGAIN / CLUSTERDOWN retries per request */
 #define CL_REFRESH_MIN     1.0  /* seconds between two topology refreshes, at least */
@@ -111,7 +124,8 @@ struct cl_node {
     double ping_sent;
     double bad_until; /* reads avoid it until then */
     double last_used;
-    unsigned busy; /* our requests, discovery and PINGs in flight on it */
+    unsigned busy;      /* our requests, discovery and PINGs in flight on it */
+    unsigned share_idx; /* scratch of cl_share_publish */
     bool in_table, pinging;
 };
 
@@ -155,6 +169,13 @@ struct cluster {
     struct cl_map map; /* scratch for parsing */
     uint64_t refreshes;
 
+    /* the hub (cluster_share.c): member.hub is NULL when the router keeps its state to
+     * itself; else it holds a reference and follows member.leader */
+    struct topo_hub_member member;
+    bool joined;
+    void *last_pub; /* leader: the blob published last (identical ones are not sent again) */
+    size_t last_pub_len;
+
     struct cl_req *freel, *backoff; /* free list; requests waiting out a TRYAGAIN backoff */
     unsigned nfree;
     uint64_t rng;
@@ -167,13 +188,36 @@ void cl_rtt_sample(struct cl_node *n, double sample, double now);
 double cl_rand_unit(struct cluster *cl);
 
 /* cluster_discover.c */
-void cl_discover_init(struct cluster *cl);
+/* Starts the tick, and discovery when `lead` (a router alone, or the hub's leader). */
+void cl_discover_init(struct cluster *cl, bool lead);
+/* A follower made leader: discovery from now on, the first round at once. */
+void cl_discover_lead(struct cluster *cl);
 void cl_discover_stop(struct cluster *cl);
-/* A refresh as soon as the throttle allows (coalesced with one under way). */
+/* A refresh as soon as the throttle allows (coalesced with one under way); a follower asks
+ * the leader instead. */
 void cl_refresh_soon(struct cluster *cl);
 /* Replaces the table with the parsed map (nodes created as needed). 0 or -1 (no memory). */
 int cl_install(struct cluster *cl, const struct cl_map *m);
-/* Points a slot at a primary at once (MOVED). */
-void cl_patch_slot(struct cluster *cl, unsigned slot, struct cl_node *primary);
+/* Points a slot at a primary at once (MOVED). True when the table changed. */
+bool cl_patch_slot(struct cluster *cl, unsigned slot, struct cl_node *primary);
+/* What a log line is worth: the primaries and the slots they own. */
+uint64_t cl_map_signature(const struct cl_map *m);
+
+/* cluster_share.c */
+/* Joins o->hub when there is one (a reference taken); true when this router leads
+ * discovery (or has no hub). */
+bool cl_share_join(struct cluster *cl, struct topo_hub *hub);
+/* Leaves the hub (before timers and pools go) / drops the reference (at the very end). */
+void cl_share_leave(struct cluster *cl);
+void cl_share_release(struct cluster *cl);
+/* True when this router runs no discovery (it follows a leader). */
+static inline bool cl_follower(const struct cluster *cl)
+{
+    return cl->member.hub && !cl->member.leader;
+}
+/* Follower: applies the leader's latest view when it changed (one atomic load if not). */
+void cl_share_sync(struct cluster *cl);
+/* Leader: publishes the current table (or, without one, the discovery error). */
+void cl_share_publish(struct cluster *cl);
 
 #endif /* RC_TOPOLOGY_CLUSTER_INTERNAL_H */

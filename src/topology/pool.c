@@ -15,7 +15,8 @@
  * encoding, delivery, the retry decision and the backoff) are in request.c.
  *
  * Circuit breaker (breaker.c): consecutive timeouts or connection errors open it; while it
- * is open every request fails at once and a probe (connect + PING) closes it again.
+ * is open every request fails at once and a probe (connect + PING) closes it again. Given a
+ * hub (topo_node_opts.hub), it is one per node for all the pools of the process.
  * Failures to connect also pace reconnects (the retries backoff, reset by a READY
  * connection); while paced with nothing connecting, requests fail at once with the last
  * connect error instead of waiting — that is what keeps a wrong password (other) or a
@@ -289,7 +290,7 @@ void topo_pconn_open(struct topo_pool *p, bool probe)
 /* Opens another connection if load or waiting requests call for it and limits allow. */
 static void maybe_grow(struct topo_pool *p)
 {
-    if (p->closing || p->breaker == TOPO_BREAKER_OPEN) return;
+    if (p->closing || topo_breaker_is_open(p)) return;
     if (p->nconns >= p->cap || count_connecting(p) > 0) return;
     if (p->connect_fails && ev_now(p->loop) < p->pace_until) return; /* pace timer will */
     struct pconn *best = pick(p);
@@ -407,7 +408,7 @@ static void dispatch(struct preq *r)
         topo_preq_fail(r, &e, false);
         return;
     }
-    if (p->breaker == TOPO_BREAKER_OPEN) {
+    if (topo_breaker_is_open(p)) {
         topo_preq_fail(r, &p->breaker_err, false);
         return;
     }
@@ -503,7 +504,7 @@ static void maintain(struct topo_pool *p)
 {
     double now = ev_now(p->loop);
     if (p->closing) return;
-    if (p->breaker == TOPO_BREAKER_OPEN) {
+    if (topo_breaker_is_open(p)) {
         topo_breaker_maintain(p);
         return;
     }
@@ -551,7 +552,7 @@ static void maintain(struct topo_pool *p)
            !(p->connect_fails && ev_now(p->loop) < p->pace_until)) {
         uint64_t before = p->connects;
         topo_pconn_open(p, false);
-        if (p->connects == before || p->breaker == TOPO_BREAKER_OPEN) break;
+        if (p->connects == before || topo_breaker_is_open(p)) break;
         if (p->connect_fails) break; /* a synchronous failure: the pace timer retries */
     }
     drain_waiting(p);
@@ -613,6 +614,19 @@ struct topo_pool *topo_pool_new(struct ev_loop *loop, struct topo_resolver *reso
         snprintf(p->name, sizeof p->name, "[%s]:%u", p->o.host, (unsigned)p->o.port);
     else
         snprintf(p->name, sizeof p->name, "%s:%u", p->o.host, (unsigned)p->o.port);
+    p->o.hub = NULL; /* p->hub holds the reference */
+    if (o->hub) {
+        p->health = topo_hub_health(o->hub, p->name);
+        if (!p->health) {
+            free(p->username);
+            free(p->password);
+            free(p->client_name);
+            free(p);
+            return NULL;
+        }
+        topo_hub_ref(o->hub);
+        p->hub = o->hub;
+    }
     struct topo_pool_opts *po = &p->o.pool;
     if (po->size == 0) po->size = default_size();
     p->cap = po->size;
@@ -637,8 +651,8 @@ struct topo_pool *topo_pool_new(struct ev_loop *loop, struct topo_resolver *reso
     ev_timer_start(loop, &p->maint);
     ev_unref(loop); /* housekeeping alone does not keep the host's loop running */
 
-    /* min_idle connections, in the background */
-    for (unsigned i = 0; i < po->min_idle && p->nconns < p->cap; i++) {
+    /* min_idle connections, in the background (not to a node another worker found dead) */
+    for (unsigned i = 0; i < po->min_idle && p->nconns < p->cap && !topo_breaker_is_open(p); i++) {
         topo_pconn_open(p, false);
         if (p->connect_fails) break;
     }
@@ -681,6 +695,7 @@ void topo_pool_free(struct topo_pool *p)
     free(p->username);
     free(p->password);
     free(p->client_name);
+    topo_hub_unref(p->hub);
     free(p);
 }
 
@@ -693,7 +708,7 @@ void topo_pool_stats(const struct topo_pool *p, struct topo_pool_stats *st)
         st->in_flight += pc->in_flight;
     }
     st->waiting = p->waitq.n;
-    st->breaker = p->breaker;
+    st->breaker = topo_breaker_state(p);
     st->connects = p->connects;
     st->retries = p->retries;
     st->background = p->bg;

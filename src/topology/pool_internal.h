@@ -7,11 +7,13 @@
 #define RC_TOPOLOGY_POOL_INTERNAL_H
 
 #include <ev.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "resp/resp.h"
+#include "topology/hub_internal.h"
 #include "topology/topology.h"
 
 #define REQ_INLINE 256 /* encoded bytes kept inline in a request */
@@ -73,9 +75,17 @@ struct topo_pool {
     unsigned nconns;
     struct preq_list waitq, backoffq, freeq;
 
+    /* Without a hub the breaker is the pool's own. With one (SPEC §3: one per node per
+     * process) `health` is the truth and `breaker`/`breaker_err` are this pool's copy of it,
+     * refreshed by topo_breaker_sync when the shared epoch moved, so that failing fast takes
+     * no lock. */
     enum topo_breaker_state breaker;
-    unsigned fails; /* consecutive timeouts / connection errors */
+    unsigned fails; /* consecutive timeouts / connection errors (no hub) */
     struct resp_err breaker_err;
+    struct topo_hub *hub; /* a reference, or NULL */
+    struct topo_health *health;
+    unsigned seen_epoch; /* of health, when breaker_err was copied */
+    bool probe_owner;    /* holds health->probing: this pool runs the probe */
     unsigned probe_n;
     struct pconn *probe_pc;
     ev_timer probe_timer;
@@ -174,7 +184,24 @@ void topo_pconn_close(struct pconn *pc, const struct resp_err *why);
 /* ---- breaker.c ---------------------------------------------------------------------- */
 
 void topo_breaker_init(struct topo_pool *p);
+/* Stops the probe; a pool that held the shared probe gives it up for another to claim. */
 void topo_breaker_stop(struct topo_pool *p);
+/* Shared breaker: refreshes the pool's copy from health (a new epoch: the message, closing
+ * the connections through housekeeping; a close: reconnects as usual), claims the probe
+ * when nobody runs it. Returns whether it is open. */
+bool topo_breaker_sync(struct topo_pool *p);
+/* Whether requests must fail fast now. Closed and shared, that costs one atomic load: the
+ * epoch is odd exactly while the breaker is open and its reason published. */
+static inline bool topo_breaker_is_open(struct topo_pool *p)
+{
+    if (!p->health) return p->breaker == TOPO_BREAKER_OPEN;
+    if (p->breaker == TOPO_BREAKER_CLOSED &&
+        !(atomic_load_explicit(&p->health->epoch, memory_order_acquire) & 1u))
+        return false;
+    return topo_breaker_sync(p);
+}
+/* The state for topo_pool_stats (the shared one with a hub), without side effects. */
+enum topo_breaker_state topo_breaker_state(const struct topo_pool *p);
 /* A request's outcome (the kind of its first command's error, or RESP_EK_NONE). */
 void topo_breaker_account(struct topo_pool *p, enum resp_err_kind kind, const struct resp_err *err);
 /* Housekeeping while open: closes the connections, fails the waiting requests and makes

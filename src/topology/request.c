@@ -208,8 +208,7 @@ bool topo_preq_can_retry(struct preq *r, const struct resp_err *err)
 {
     struct topo_pool *p = r->pool;
     if (err->kind != RESP_EK_CONNECTION || r->delivered != 0) return false;
-    if (r->attempts >= p->o.pool.retries || p->closing || p->breaker == TOPO_BREAKER_OPEN)
-        return false;
+    if (r->attempts >= p->o.pool.retries || p->closing || topo_breaker_is_open(p)) return false;
     r->backoff = topo_pool_backoff(p, r->attempts);
     return ev_now(p->loop) + r->backoff < r->deadline;
 }

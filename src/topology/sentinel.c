@@ -13,6 +13,9 @@
  * its own deadline). The context also counts the requests in flight per node, so an old
  * master is drained rather than cut: a retired node takes no new requests and its pool is
  * freed once they have completed or the latest of their deadlines has passed.
+ *
+ * With a hub (topo_node_opts.hub) the routers of every worker share one discovery
+ * (sentinel_share.c): only the leader runs sentinel_watch.c; the others apply its views.
  */
 #include <ev.h>
 #include <stdarg.h>
@@ -70,6 +73,7 @@ static void sn_timer_stop(struct sentinel *s, ev_timer *w)
 
 void sn_log(struct sentinel *s, const char *fmt, ...)
 {
+    if (!sn_leads(s)) return;
     char line[sizeof s->logged];
     va_list ap;
     va_start(ap, fmt);
@@ -227,7 +231,7 @@ static struct sn_node *sn_pick_read(struct sentinel *s)
     size_t start = (size_t)(topo_rng_next(&s->rng) % s->nrep); /* modulo bias negligible here */
     for (size_t k = 0; k < s->nrep; k++) {
         struct sn_node *n = s->replicas[(start + k) % s->nrep];
-        if (n->pool->breaker != TOPO_BREAKER_OPEN) return n;
+        if (topo_breaker_state(n->pool) != TOPO_BREAKER_OPEN) return n; /* shared with a hub */
     }
     return s->master; /* every replica's breaker is open */
 }
@@ -239,6 +243,7 @@ static int sn_exec(struct topo_router *r, const void *key, size_t keylen, bool w
     struct sentinel *s = (struct sentinel *)r;
     (void)key, (void)keylen;
     if (n == 0) return 0;
+    sn_share_sync(s);
     if (s->closing || !s->master) {
         struct resp_err e = s->down;
         if (s->closing) resp_err_set(&e, RESP_EK_CONNECTION, "sentinel %s: shutting down", s->name);
@@ -269,6 +274,8 @@ static void sn_free(struct topo_router *r)
 {
     struct sentinel *s = (struct sentinel *)r;
     s->closing = true;
+    if (s->joined) topo_hub_leave(&s->member); /* the next member leads from now on */
+    s->joined = false;
     sn_watch_stop(s);
     sn_timer_stop(s, &s->round_timer);
     sn_timer_stop(s, &s->refresh_timer);
@@ -297,6 +304,8 @@ static void sn_free(struct topo_router *r)
     free(s->d_user);
     free(s->d_pass);
     free(s->d_cname);
+    free(s->pub);
+    topo_hub_unref(s->hub);
     free(s);
 }
 
@@ -324,6 +333,10 @@ struct topo_router *topo_sentinel_new(struct ev_loop *loop, struct topo_resolver
     s->resolver = resolver;
     snprintf(s->name, sizeof s->name, "%s", o->master);
     s->rng = topo_pool_rng_seed(s);
+    if (o->data.hub) {
+        topo_hub_ref(o->data.hub);
+        s->hub = o->data.hub;
+    }
     s->sconn = o->sentinel_conn;
     s->data = o->data;
     if (!sn_dup(o->sentinel_conn.username, &s->s_user) ||
@@ -351,21 +364,31 @@ struct topo_router *topo_sentinel_new(struct ev_loop *loop, struct topo_resolver
     sn_timer_start(s, &s->round_timer, sn_round_timer_cb, SN_PARK);
     sn_timer_start(s, &s->reap_timer, sn_reap_cb, SN_PARK);
     sn_timer_start(s, &s->sub_timer, sn_sub_timer_cb, SN_PARK);
-    sn_timer_start(s, &s->refresh_timer, sn_refresh_timer_cb, SN_REFRESH);
+    /* a follower keeps the (lazy) sentinel pools in case it has to lead one day */
     for (size_t i = 0; i < o->nsentinels; i++) {
         if (sn_sentinel_add(s, &o->sentinels[i]) < 0) {
             sn_free(&s->r);
             return NULL;
         }
     }
-    sn_watch_start(s);
+    if (s->hub) sn_share_join(s);
+    if (sn_leads(s)) sn_lead(s);
     return &s->r;
+}
+
+void sn_lead(struct sentinel *s)
+{
+    if (s->closing) return;
+    if (!ev_is_active(&s->refresh_timer))
+        sn_timer_start(s, &s->refresh_timer, sn_refresh_timer_cb, SN_REFRESH);
+    sn_watch_start(s);
 }
 
 int topo_sentinel_master(struct topo_router *r, struct topo_hostport *out)
 {
     if (!r || r->ops != &sn_ops) return -1;
     struct sentinel *s = (struct sentinel *)r;
+    sn_share_sync(s);
     if (!s->master) return -1;
     *out = s->master->hp;
     return 0;
@@ -375,6 +398,7 @@ size_t topo_sentinel_replicas(struct topo_router *r, struct topo_hostport *out, 
 {
     if (!r || r->ops != &sn_ops) return 0;
     struct sentinel *s = (struct sentinel *)r;
+    sn_share_sync(s);
     for (size_t i = 0; i < s->nrep && i < cap; i++) out[i] = s->replicas[i]->hp;
     return s->nrep;
 }

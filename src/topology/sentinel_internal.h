@@ -1,6 +1,7 @@
 /* src/topology/sentinel_internal.h — private to the Sentinel router: the state that
- * sentinel.c (data nodes, request routing, draining, life cycle) and sentinel_watch.c
- * (discovery rounds, the pub/sub subscription, the periodic refresh) share.
+ * sentinel.c (data nodes, request routing, draining, life cycle), sentinel_watch.c
+ * (discovery rounds, the pub/sub subscription, the periodic refresh) and sentinel_share.c
+ * (one discovery per process through the hub) share.
  */
 #ifndef RC_TOPOLOGY_SENTINEL_INTERNAL_H
 #define RC_TOPOLOGY_SENTINEL_INTERNAL_H
@@ -11,6 +12,7 @@
 #include <stdint.h>
 
 #include "resp/resp.h"
+#include "topology/hub_internal.h"
 #include "topology/topology.h"
 
 #define SN_SENTINELS_MAX 32   /* configured + discovered sentinels kept */
@@ -47,6 +49,18 @@ struct sn_ctx {
     void *priv;
     size_t n;
     bool write;
+};
+
+/* The routing state the leader publishes through the hub; a plain blob (no pointers), cut
+ * after the `nrep` replicas in use. Built from zeroed memory so equal states compare equal
+ * byte for byte. */
+struct sn_view {
+    uint32_t has_master;
+    uint32_t nrep;
+    int32_t down_kind; /* enum resp_err_kind */
+    char down_msg[sizeof(((struct resp_err *)0)->msg)];
+    struct topo_hostport master;
+    struct topo_hostport replicas[SN_REPLICAS_MAX];
 };
 
 enum sn_phase { SN_IDLE = 0, SN_ASK, SN_VERIFY, SN_DETAILS };
@@ -95,6 +109,14 @@ struct sentinel {
     bool sub_ok, sub_resolving;
     ev_timer sub_timer;
 
+    /* one discovery per process (sentinel_share.c); hub NULL: this router discovers alone */
+    struct topo_hub *hub;
+    struct topo_hub_member member; /* valid once joined */
+    bool joined;
+    struct sn_view *pub; /* leader: the last view published, to skip repeats */
+    size_t publen;
+    double asked; /* follower: when it last asked the leader for a round */
+
     uint64_t rng;
     struct sn_ctx *free_ctx;
     size_t nfree;
@@ -117,8 +139,34 @@ void sn_node_release(struct sentinel *s, struct sn_node *n);
 void sn_timer_arm(struct sentinel *s, ev_timer *w, double delay);
 void sn_timer_park(struct sentinel *s, ev_timer *w);
 double sn_rand_unit(struct sentinel *s);
-/* One line on stderr when the state it describes differs from the last one written. */
+/* One line on stderr when the state it describes differs from the last one written; only
+ * the router that discovers writes them (one line per change per process). */
 void sn_log(struct sentinel *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Starts what only the discovering router runs: the first round and the periodic refresh. */
+void sn_lead(struct sentinel *s);
+
+/* ---- sentinel_share.c --------------------------------------------------------------- */
+
+/* True when this router runs discovery: it has no hub, or it leads the hub's members. */
+static inline bool sn_leads(const struct sentinel *s)
+{
+    return !s->hub || s->member.leader;
+}
+/* Joins s->hub on the constructor's thread (s->member.leader then says whether it leads). */
+void sn_share_join(struct sentinel *s);
+/* Leader: publishes the routing state when it differs from the last view published. */
+void sn_share_publish(struct sentinel *s);
+/* Follower: applies the hub's current view (nodes, master switch with the old one drained,
+ * the down error) when it is newer than the one applied last. */
+void sn_share_apply(struct sentinel *s);
+/* The request path's check: one atomic load unless a newer view exists. */
+static inline void sn_share_sync(struct sentinel *s)
+{
+    if (s->hub && s->joined && !s->closing && topo_hub_changed(&s->member)) sn_share_apply(s);
+}
+/* Follower: asks the leader for a discovery round (throttled like sn_trigger). */
+void sn_share_ask(struct sentinel *s);
 
 /* ---- sentinel_watch.c --------------------------------------------------------------- */
 

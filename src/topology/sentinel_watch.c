@@ -16,6 +16,9 @@
  * an instance event): coalesced with a running round and at most one start per
  * SN_ROUND_MIN.
  *
+ * With a hub only the leading router runs any of this (sentinel_share.c): it publishes its
+ * routing state to the others, and their reasons for a round reach sn_trigger through it.
+ *
  * The subscription: one connection to one sentinel (the front one when it starts),
  * subscribed to +switch-master and the instance events. +switch-master for our master
  * switches writes to the new address at once, then a round verifies it and refreshes the
@@ -154,6 +157,7 @@ static void sn_round_fail(struct sentinel *s, const char *fmt, ...)
         sn_log(s, "%s (still using master %s)", text, sn_hp_text(&s->master->hp, hp, sizeof hp));
     }
     sn_nodes_gc(s);
+    sn_share_publish(s);
     double d = topo_backoff(SN_BACKOFF_MIN, SN_BACKOFF_MAX, s->fails - 1, sn_rand_unit(s));
     sn_timer_arm(s, &s->round_timer, d);
 }
@@ -163,6 +167,7 @@ static void sn_round_done(struct sentinel *s)
     s->phase = SN_IDLE;
     s->fails = 0;
     sn_nodes_gc(s);
+    sn_share_publish(s);
     if (!s->sub && !s->sub_resolving) sn_sub_start(s);
     if (s->again) {
         s->again = false;
@@ -196,6 +201,10 @@ static void sn_round_start(struct sentinel *s)
 void sn_trigger(struct sentinel *s)
 {
     if (s->closing) return;
+    if (!sn_leads(s)) { /* one discovery per process: the leader runs the round */
+        sn_share_ask(s);
+        return;
+    }
     if (s->phase != SN_IDLE) {
         s->again = true;
         return;
@@ -228,6 +237,7 @@ static void sn_adopt(struct sentinel *s, struct sn_node *node, const char *how)
                sn_hp_text(&node->hp, b, sizeof b), how);
     else
         sn_log(s, "master %s (%s)", sn_hp_text(&node->hp, b, sizeof b), how);
+    sn_share_publish(s); /* followers switch writes at once too */
 }
 
 static void sn_on_addr(struct sentinel *s, struct sn_query *q, const struct resp_value *reply,
@@ -322,6 +332,7 @@ static void sn_on_details(struct sentinel *s, struct sn_query *q, const struct r
         }
         memcpy(s->replicas, list, k * sizeof list[0]);
         s->nrep = k;
+        sn_share_publish(s);
     } else if (n >= 0) {
         for (int i = 0; i < n; i++) sn_sentinel_add(s, &hp[i]);
     }

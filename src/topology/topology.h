@@ -108,11 +108,26 @@ struct topo_pool_opts {
 /* Sets the defaults above. */
 void topo_pool_opts_init(struct topo_pool_opts *o);
 
+/* ---- one topology state per process (hub.c) ------------------------------------------ */
+/*
+ * SPEC §3: discovery, subscriptions, slot table and breaker state are one per process;
+ * connections belong to a worker. The host creates one hub per configuration and gives it
+ * to the router (through topo_node_opts.hub) it builds on each worker's loop: the routers
+ * then share one discovery (the first one's; the others apply its published views) and one
+ * breaker per node. Thread-safe; refcounted (each router holds a reference). Without a
+ * hub a router keeps all of it to itself, as a lone embedder wants.
+ */
+struct topo_hub;
+struct topo_hub *topo_hub_new(void); /* NULL without memory; one reference */
+void topo_hub_ref(struct topo_hub *h);
+void topo_hub_unref(struct topo_hub *h);
+
 struct topo_node_opts {
     char host[TOPO_HOST_MAX]; /* hostname or IP literal, as configured */
     uint16_t port;
     struct resp_conn_opts conn; /* template: addr/addrlen/host are filled per connection */
     struct topo_pool_opts pool;
+    struct topo_hub *hub; /* shared state (breaker per node; a router's discovery), or NULL */
 };
 
 struct topo_pool;

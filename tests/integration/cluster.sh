@@ -11,7 +11,9 @@
 # Checks: names land on the primary of their slot and are read back from the cluster (the
 # upstream is not asked again); where each mode reads (INFO commandstats on the nodes); a
 # slot migrated (MIGRATING/IMPORTING + MIGRATE + SETSLOT NODE) while queries run; a manual
-# CLUSTER FAILOVER while queries run.
+# CLUSTER FAILOVER while queries run. First, before any server runs (it counts the
+# cluster's CLUSTER SHARDS calls), tests/integration/itest_cluster.c: routers of two
+# threads sharing one hub (one discovery, leader hand-over, a follower's MOVED).
 source "$(dirname "$0")/lib.sh"
 
 bin=${RCD_BIN:-$IT_BUILD/redis-cache-dns}
@@ -78,6 +80,22 @@ reset_stats() { local p; for p in "${CP[@]}"; do rcli "$p" config resetstat >/de
 all_keys() { local p; for p in $(primaries); do rcli "$p" --scan --pattern 'cdrc:*'; done | sort -u; }
 
 echo "# t=${SECONDS}s"
+# ---- the router at library level (ASan): two workers' routers sharing one hub ----------------
+itest="$IT_BUILD/itests/itest_cluster"
+if [ -x "$itest" ]; then
+    CL_PORTS="${CP[*]}" run_cmocka "$itest" 2>&1 | tee "$IT_TMP/itest_cluster.out"
+    rc=${PIPESTATUS[0]}
+    # a crash (ASan) prints no cmocka summary: count it here
+    if [ "$rc" != 0 ] && ! grep -q '^\[  FAILED  \]' "$IT_TMP/itest_cluster.out"; then
+        not_ok "itest_cluster ran to its end" "exit status $rc"
+    fi
+    # its slot moves are undone; wait until the cluster says so before going on
+    for _ in $(seq 100); do cluster_ok && break; sleep 0.1; done
+else
+    not_ok "itest_cluster built" "missing $itest"
+fi
+
+echo "# t=${SECONDS}s"
 # ---- servers ----------------------------------------------------------------------------------
 srv_start() { # srv_start NAME REDIS_CACHE_BODY -> SRV_PORT_NAME, SRV_PROM_NAME
     local name=$1 body=$2 port prom attempt pid
@@ -86,7 +104,8 @@ srv_start() { # srv_start NAME REDIS_CACHE_BODY -> SRV_PORT_NAME, SRV_PROM_NAME
         prom=$(free_port)
         printf 'test:%s {\n    bind 127.0.0.1\n    redis_cache {\n%s\n    }\n    forward . 127.0.0.1:%s\n    prometheus 127.0.0.1:%s\n}\n' \
             "$port" "$body" "$DNS_PORT" "$prom" >"$IT_TMP/$name.conf"
-        "$bin" -conf "$IT_TMP/$name.conf" -threads 1 >"$IT_TMP/$name.out" 2>"$IT_TMP/$name.err" &
+        "$bin" -conf "$IT_TMP/$name.conf" -threads "${SRV_THREADS:-1}" >"$IT_TMP/$name.out" \
+            2>"$IT_TMP/$name.err" &
         pid=$!
         IT_PIDS+=("$pid")
         if wait_port "$port" 5 && kill -0 "$pid" 2>/dev/null; then
@@ -133,6 +152,34 @@ done
 [ $ready = 1 ] && ok "a dead seed listed first: discovery goes on to the next seed" ||
     not_ok "a dead seed listed first" "$(cat "$IT_TMP/P.err")"
 sleep 1.5 # R and L discover too (their first discovery runs at start)
+
+# One discovery per process (SPEC §3): a server with 4 workers asks the cluster for its
+# topology as often as one worker would (once at start), not once per worker.
+disc_calls() {
+    local p t=0
+    for p in "${CP[@]}"; do
+        t=$((t + $(rcli "$p" info commandstats | awk -F'[:=,]' \
+            '$1 == "cmdstat_cluster|shards" || $1 == "cmdstat_cluster|slots" {s += $3} END {print s + 0}')))
+    done
+    echo "$t"
+}
+d0=$(disc_calls)
+SRV_THREADS=4 srv_start W "        cluster 127.0.0.1:${CP[0]}
+        success 300" || not_ok "server W (4 workers) started"
+W=${SRV_PORT_W:-0}
+wn=0
+for _ in 1 2 3 4 5 6 7 8; do # the probe name, cached already: no new key
+    kdig +retry=1 +timeout=2 @127.0.0.1 -p "$W" ns.test A +short 2>/dev/null | grep -q '^127\.0\.0\.1$' &&
+        wn=$((wn + 1))
+done
+sleep 1
+d1=$(disc_calls)
+if [ "$wn" = 8 ] && [ $((d1 - d0)) -ge 1 ] && [ $((d1 - d0)) -le 2 ]; then
+    ok "4 workers, one discovery: CLUSTER SHARDS/SLOTS asked $((d1 - d0)) time(s), 8 names answered"
+else not_ok "4 workers share one discovery" "discovery calls $((d1 - d0)), answered $wn/8: $(tail -3 "$IT_TMP/W.err")"; fi
+[ "$(grep -c 'slot table' "$IT_TMP/W.err")" -le 1 ] && ok "4 workers: the table logged once per process" ||
+    not_ok "table logged once" "$(cat "$IT_TMP/W.err")"
+kill "${IT_PIDS[-1]}" 2>/dev/null # W is done: its refreshes must not count below
 
 echo "# t=${SECONDS}s"
 # ---- 200 names land on their slot's primary -----------------------------------------------------

@@ -879,6 +879,69 @@ static long public_store(struct rc_cache *rc, const char *name, uint8_t *buf)
     return rc_cache_store(rc, f->query, f->query_len, buf, f->resp_len);
 }
 
+/* A port nobody listens on (bound, then closed). */
+static int refused_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    socklen_t sl = sizeof sa;
+    getsockname(fd, (struct sockaddr *)&sa, &sl);
+    close(fd);
+    return ntohs(sa.sin_port);
+}
+
+/* Two caches (two workers' loops) built with one rc_cache_share: the breaker of a dead
+ * Redis is one per process, so after A's five connection failures B fails at once, before
+ * rc_cache_lookup returns, without a connection attempt of its own. Without a share, B
+ * still tries (its callback comes later, from its loop). */
+static void share_case(bool shared)
+{
+    char text[256];
+    snprintf(text, sizeof text, "redis_cache {\n    endpoint 127.0.0.1:%d\n}\n", refused_port());
+    struct rc_cache_config *pc = NULL;
+    char err[512];
+    if (rc_cache_config_parse(text, strlen(text), "test.conf", &pc, err, sizeof err) != 0)
+        fail_msg("parse: %s", err);
+    struct rc_cache_share *sh = shared ? rc_cache_share_new() : NULL;
+    if (shared) assert_non_null(sh);
+    struct ev_loop *la = ev_loop_new(0), *lb = ev_loop_new(0);
+    struct rc_cache *a = rc_cache_new_shared(la, pc, NULL, 0, sh, err, sizeof err);
+    struct rc_cache *b = rc_cache_new_shared(lb, pc, NULL, 0, sh, err, sizeof err);
+    rc_cache_config_free(pc);
+    rc_cache_share_free(sh); /* each cache holds its own reference */
+    assert_non_null(a);
+    assert_non_null(b);
+    struct pres r;
+    for (int i = 0; i < 5; i++) assert_int_equal(public_lookup(la, a, "a_example_com", &r), 2);
+    const struct dns_fixture *f = fixture("a_example_com");
+    memset(&r, 0, sizeof r);
+    assert_int_equal(rc_cache_lookup(b, f->query, f->query_len, false, on_public, &r), 0);
+    assert_int_equal(r.done, shared);
+    assert_true(run_until(lb, pres_done, &r, 3.0));
+    assert_int_equal(r.status, 2); /* RC_CACHE_ERROR */
+    char m[16384];
+    rc_cache_metrics_text(b, "dns://:53", m, sizeof m);
+    assert_non_null(strstr(m, "reason=\"connection\"} 1"));
+    rc_cache_free(a);
+    rc_cache_free(b);
+    ev_loop_destroy(la);
+    ev_loop_destroy(lb);
+}
+
+static void test_public_share_one_breaker_for_every_cache(void **state)
+{
+    (void)state;
+    share_case(true);
+}
+
+static void test_public_without_share_each_cache_tries_itself(void **state)
+{
+    (void)state;
+    share_case(false);
+}
+
 static void test_public_api_prefix_seed(void **state)
 {
     (void)state;
@@ -1367,6 +1430,8 @@ int main(void)
         cmocka_unit_test(test_killed_then_restarted),
         cmocka_unit_test(test_timeouts_and_free_with_pending),
         cmocka_unit_test(test_set_refused_is_other),
+        cmocka_unit_test(test_public_share_one_breaker_for_every_cache),
+        cmocka_unit_test(test_public_without_share_each_cache_tries_itself),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -97,13 +97,15 @@ has_name() {
     return 1
 }
 
-# srv_start NAME CORE_BODY: a -threads 1 server for `test:PORT` (SRV_PORT_NAME, SRV_PID_NAME)
+# srv_start NAME CORE_BODY: a server for `test:PORT` (SRV_PORT_NAME, SRV_PID_NAME), with
+# SRV_THREADS workers (default 1)
 srv_start() {
     local name=$1 body=$2 port attempt pid
     for attempt in 1 2 3; do
         port=$(free_port)
         printf 'test:%s {\n    bind 127.0.0.1\n%s\n}\n' "$port" "$body" >"$IT_TMP/$name.conf"
-        "$bin" -conf "$IT_TMP/$name.conf" -threads 1 >"$IT_TMP/$name.out" 2>"$IT_TMP/$name.err" &
+        "$bin" -conf "$IT_TMP/$name.conf" -threads "${SRV_THREADS:-1}" >"$IT_TMP/$name.out" \
+            2>"$IT_TMP/$name.err" &
         pid=$!
         IT_PIDS+=("$pid")
         if wait_port "$port" 5 && kill -0 "$pid" 2>/dev/null; then
@@ -142,7 +144,7 @@ fi
 
 dead=$(free_port)
 promA=$(free_port) promB=$(free_port) promC=$(free_port)
-srv_start A "    redis_cache {
+SRV_THREADS=3 srv_start A "    redis_cache {
         sentinel mymaster 127.0.0.1:$s1 127.0.0.1:$s2 127.0.0.1:$s3
         success 300
     }
@@ -161,12 +163,31 @@ srv_start C "    redis_cache {
     prometheus 127.0.0.1:$promC" || { not_ok "server C started"; finish; }
 A=$SRV_PORT_A B=$SRV_PORT_B C=$SRV_PORT_C
 
-if wait_for 10 grep -q "sentinel mymaster: master 127.0.0.1:$mport" "$IT_TMP/A.err"; then
-    ok "A discovers the master through the sentinels (one log line)"
-else not_ok "A discovers the master" "$(cat "$IT_TMP/A.err")"; fi
+if wait_for 10 grep -q "sentinel mymaster: master 127.0.0.1:$mport" "$IT_TMP/A.err" &&
+    sleep 1 && [ "$(grep -c 'sentinel mymaster: master' "$IT_TMP/A.err")" = 1 ]; then
+    ok "A (3 workers) discovers the master through the sentinels: one log line per process"
+else not_ok "A discovers the master, one log line" "$(cat "$IT_TMP/A.err")"; fi
 if wait_for 10 grep -q "sentinel mymaster: master 127.0.0.1:$mport" "$IT_TMP/B.err"; then
     ok "B discovers the master though its first sentinel address is dead"
 else not_ok "B discovers the master with a dead first sentinel" "$(cat "$IT_TMP/B.err")"; fi
+
+# One discovery per process (SPEC §3): A's three workers share one subscription, so the
+# sentinels hold one per server that knows its master (A, B; C's master does not exist,
+# so C never subscribes), not one per worker (which would be 4).
+subs() {
+    local p t=0
+    for p in "$s1" "$s2" "$s3"; do
+        t=$((t + $(rcli "$p" CLIENT LIST | grep -c ' sub=[1-9]')))
+    done
+    echo "$t"
+}
+test_subs() { [ "$(subs)" = "$1" ]; }
+if wait_for 10 test_subs 2; then
+    sleep 1
+    n=$(subs)
+    if [ "$n" = 2 ]; then ok "one Sentinel subscription per server process (A has 3 workers): $n"
+    else not_ok "one subscription per process" "subscriptions now $n"; fi
+else not_ok "one subscription per process" "subscriptions: $(subs)"; fi
 
 # ---- writes land on the master, reads come back from the L2 -----------------------------------
 out=$(q "$A" a1.test A +short)
@@ -276,12 +297,12 @@ if [ -x "$itest" ]; then
     wait_for 20 topology_settled "$s1"
     SN_S1_PORT=$s1 SN_S2_PORT=$s2 SN_S3_PORT=$s3 SN_M_PORT=$rport SN_R_PORT=$mport \
         SN_DEAD_PORT=$dead SN_DEAD_PORT2=$(free_port) run_cmocka "$itest"
-    # its last test failed over back to :$mport; A and B follow
+    # it failed over twice more: to :$mport, then (shared-hub test) back to :$rport; A follows
     fails=0
     for i in 7 8 9; do answered "$A" "rs$i.test" || fails=$((fails + 1)); done
-    if [ $fails = 0 ] && wait_for 10 is_master "$mport" && wait_for 10 has_name "$mport" rs9; then
-        ok "A follows a second failover (back to :$mport): answered, entries on it"
-    else not_ok "A follows the second failover" "fails=$fails $(tail -3 "$IT_TMP/A.err")"; fi
+    if [ $fails = 0 ] && wait_for 10 is_master "$rport" && wait_for 10 has_name "$rport" rs9; then
+        ok "A follows two more failovers (back on :$rport): answered, entries on it"
+    else not_ok "A follows two more failovers" "fails=$fails $(tail -3 "$IT_TMP/A.err")"; fi
 else
     not_ok "itest_sentinel built" "missing $itest"
 fi

@@ -1,7 +1,8 @@
 /* tests/unit/test_topo_cluster.c — the pure parts of the Cluster router: CRC16 and hash
  * slots (the Redis Cluster spec's vectors), the CLUSTER SHARDS / CLUSTER SLOTS parsers
  * (RESP2 and RESP3 replies written as wire text and read by our RESP reader), slot map
- * validation, and the MOVED / ASK / TRYAGAIN / CLUSTERDOWN error texts, with hostile input.
+ * validation, the MOVED / ASK / TRYAGAIN / CLUSTERDOWN error texts, and the view a leader
+ * publishes to the other workers (cluster_share.c), with hostile input.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -570,6 +571,239 @@ static void test_parsers_survive_mutations(void **state)
     cl_map_free(&m);
 }
 
+/* ---- the view shared through the hub ------------------------------------------------- */
+
+static void assert_maps_equal(const struct cl_map *a, const struct cl_map *b)
+{
+    assert_int_equal(a->nnodes, b->nnodes);
+    assert_int_equal(a->nshards, b->nshards);
+    assert_int_equal(a->covered, b->covered);
+    assert_int_equal(a->not_online, b->not_online);
+    for (size_t i = 0; i < a->nnodes; i++) {
+        assert_string_equal(a->nodes[i].host, b->nodes[i].host);
+        assert_int_equal(a->nodes[i].port, b->nodes[i].port);
+    }
+    for (size_t i = 0; i < a->nshards; i++) {
+        assert_int_equal(a->shards[i].primary, b->shards[i].primary);
+        assert_int_equal(a->shards[i].nreplicas, b->shards[i].nreplicas);
+        for (unsigned k = 0; k < a->shards[i].nreplicas; k++)
+            assert_int_equal(a->shards[i].replicas[k], b->shards[i].replicas[k]);
+    }
+    assert_memory_equal(a->slot, b->slot, sizeof a->slot);
+}
+
+/* The three-shard map of check_three, parsed from a CLUSTER SHARDS reply. */
+static void three_map(struct cl_map *m)
+{
+    struct wb w = {.len = 0};
+    three_shards(&w, false);
+    cl_map_init(m);
+    char err[200];
+    if (run(SHARDS, &w, "seed", false, m, err, sizeof err) != 0) fail_msg("%s", err);
+}
+
+static void test_view_round_trip_keeps_nodes_shards_and_slots(void **state)
+{
+    struct cl_map a, b;
+    three_map(&a);
+    a.not_online = 2;
+    a.slot[100] = CL_NO_SHARD; /* a hole: followers must see it too */
+    a.covered--;
+    struct resp_err why = {RESP_EK_NONE, ""};
+    size_t len = 0;
+    void *blob = cl_view_encode(&a, &why, &len);
+    assert_non_null(blob);
+    cl_map_init(&b);
+    struct resp_err got;
+    bool have = false;
+    assert_int_equal(cl_view_decode(blob, len, &b, &got, &have), 0);
+    assert_true(have);
+    assert_string_equal(got.msg, "");
+    assert_maps_equal(&a, &b);
+    assert_int_equal(slot_primary(&b, 5461)->port, 7001);
+    assert_int_equal(b.slot[100], CL_NO_SHARD);
+    /* decoding again into a used map empties it first */
+    assert_int_equal(cl_view_decode(blob, len, &b, &got, &have), 0);
+    assert_maps_equal(&a, &b);
+    free(blob);
+    cl_map_free(&a);
+    cl_map_free(&b);
+}
+
+static void test_view_without_table_carries_the_discovery_error(void **state)
+{
+    struct resp_err why;
+    resp_err_set(&why, RESP_EK_TIMEOUT, "discovery: 127.0.0.1:7000: timed out");
+    size_t len = 0;
+    void *blob = cl_view_encode(NULL, &why, &len);
+    assert_non_null(blob);
+    struct cl_map m;
+    three_map(&m); /* a stale table in the scratch map is dropped */
+    struct resp_err got;
+    bool have = true;
+    assert_int_equal(cl_view_decode(blob, len, &m, &got, &have), 0);
+    assert_false(have);
+    assert_int_equal(got.kind, RESP_EK_TIMEOUT);
+    assert_string_equal(got.msg, why.msg);
+    assert_int_equal(m.nnodes, 0);
+    assert_int_equal(m.nshards, 0);
+    assert_int_equal(m.slot[0], CL_NO_SHARD);
+    free(blob);
+    cl_map_free(&m);
+}
+
+/* Every index of a decoded map points inside it. */
+static void assert_map_sane(const struct cl_map *m)
+{
+    size_t covered = 0;
+    for (unsigned s = 0; s < TOPO_CLUSTER_SLOTS; s++) {
+        if (m->slot[s] == CL_NO_SHARD) continue;
+        covered++;
+        assert_true(m->slot[s] < m->nshards);
+    }
+    assert_int_equal(covered, m->covered);
+    for (size_t i = 0; i < m->nshards; i++) {
+        assert_true(m->shards[i].primary < m->nnodes);
+        assert_true(m->shards[i].nreplicas <= CL_REPLICAS_MAX);
+        for (unsigned k = 0; k < m->shards[i].nreplicas; k++)
+            assert_true(m->shards[i].replicas[k] < m->nnodes);
+    }
+    for (size_t i = 0; i < m->nnodes; i++) {
+        assert_true(m->nodes[i].port > 0);
+        assert_true(strlen(m->nodes[i].host) > 0);
+    }
+}
+
+static void expect_bad_view(const unsigned char *blob, size_t len, const char *what)
+{
+    struct cl_map m;
+    three_map(&m);
+    struct resp_err got;
+    bool have = false;
+    if (cl_view_decode(blob, len, &m, &got, &have) == 0) fail_msg("accepted: %s", what);
+    assert_int_equal(m.nnodes, 0); /* nothing half-read survives */
+    assert_int_equal(m.nshards, 0);
+    cl_map_free(&m);
+}
+
+/* The byte offset of the first node's host length, the first shard and the slot table. */
+struct view_offsets {
+    size_t node0, shard0, slots;
+};
+
+static struct view_offsets offsets_of(const struct cl_map *a, const struct resp_err *why)
+{
+    struct view_offsets o;
+    o.node0 = 4 + 4 + 2 + strlen(why->msg) + 1 + 12;
+    o.shard0 = o.node0;
+    for (size_t i = 0; i < a->nnodes; i++) o.shard0 += 2 + strlen(a->nodes[i].host) + 2;
+    o.slots = o.shard0;
+    for (size_t i = 0; i < a->nshards; i++) o.slots += 4 + 2 * (size_t)a->shards[i].nreplicas;
+    return o;
+}
+
+static void test_view_short_long_or_corrupt_is_rejected(void **state)
+{
+    struct cl_map a;
+    three_map(&a);
+    struct resp_err why = {RESP_EK_CONNECTION, "x"};
+    size_t len = 0;
+    unsigned char *blob = cl_view_encode(&a, &why, &len);
+    assert_non_null(blob);
+    unsigned char *c = malloc(len + 1);
+    assert_non_null(c);
+    /* every cut short, and one byte too many */
+    for (size_t cut = 0; cut < len; cut++) expect_bad_view(blob, cut, "a short view");
+    memcpy(c, blob, len);
+    c[len] = 0;
+    expect_bad_view(c, len + 1, "a trailing byte");
+    expect_bad_view(NULL, 0, "no view");
+    struct view_offsets o = offsets_of(&a, &why);
+    uint16_t v16;
+    uint32_t v32;
+    /* the offsets point where the tests below think they do */
+    memcpy(&v32, blob + o.node0 - 12, 4);
+    assert_int_equal(v32, a.nnodes);
+    memcpy(&v16, blob + o.node0, 2);
+    assert_int_equal(v16, strlen(a.nodes[0].host));
+    memcpy(&v16, blob + o.shard0, 2);
+    assert_int_equal(v16, a.shards[0].primary);
+    memcpy(&v16, blob + o.slots + 2 * 777, 2);
+    assert_int_equal(v16, a.slot[777]);
+    assert_int_equal(o.slots + sizeof a.slot, len);
+    /* wrong magic, unknown error kind, have_table neither 0 nor 1 */
+    memcpy(c, blob, len);
+    c[0] ^= 0xff;
+    expect_bad_view(c, len, "bad magic");
+    memcpy(c, blob, len);
+    v32 = 99;
+    memcpy(c + 4, &v32, 4);
+    expect_bad_view(c, len, "an unknown error kind");
+    memcpy(c, blob, len);
+    c[4 + 4 + 2 + 1] = 2;
+    expect_bad_view(c, len, "have_table 2");
+    /* node count larger than the blob can hold */
+    memcpy(c, blob, len);
+    v32 = 60000;
+    memcpy(c + o.node0 - 12, &v32, 4);
+    expect_bad_view(c, len, "60000 nodes in a small blob");
+    /* an empty host, a host with a NUL inside, port 0 */
+    memcpy(c, blob, len);
+    v16 = 0;
+    memcpy(c + o.node0, &v16, 2);
+    expect_bad_view(c, len, "an empty host");
+    memcpy(c, blob, len);
+    c[o.node0 + 3] = '\0';
+    expect_bad_view(c, len, "a NUL in a host");
+    memcpy(c, blob, len);
+    memcpy(c + o.node0 + 2 + strlen(a.nodes[0].host), &v16, 2);
+    expect_bad_view(c, len, "port 0");
+    /* a shard's primary or replica outside the nodes, too many replicas */
+    memcpy(c, blob, len);
+    v16 = (uint16_t)a.nnodes;
+    memcpy(c + o.shard0, &v16, 2);
+    expect_bad_view(c, len, "a primary past the nodes");
+    memcpy(c, blob, len);
+    v16 = CL_REPLICAS_MAX + 1;
+    memcpy(c + o.shard0 + 2, &v16, 2);
+    expect_bad_view(c, len, "too many replicas");
+    assert_true(a.shards[0].nreplicas >= 1);
+    memcpy(c, blob, len);
+    v16 = 0xfffe;
+    memcpy(c + o.shard0 + 4, &v16, 2);
+    expect_bad_view(c, len, "a replica past the nodes");
+    /* a slot pointing past the shards */
+    memcpy(c, blob, len);
+    v16 = (uint16_t)a.nshards;
+    memcpy(c + o.slots + 2 * 777, &v16, 2);
+    expect_bad_view(c, len, "a slot past the shards");
+    /* random damage: rejected, or decoded into a map whose every index is inside it */
+    uint64_t x = 0x9e3779b97f4a7c15ULL;
+    struct cl_map m;
+    cl_map_init(&m);
+    for (int iter = 0; iter < 3000; iter++) {
+        memcpy(c, blob, len);
+        for (int k = 0; k < 2; k++) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            /* mostly the header and the nodes, where the counts and lengths live */
+            size_t at = (iter & 1) ? x % len : x % (o.slots + 8 < len ? o.slots + 8 : len);
+            c[at] = (unsigned char)(x >> 32);
+        }
+        struct resp_err got;
+        bool have = false;
+        if (cl_view_decode(c, len, &m, &got, &have) == 0) {
+            assert_true(strlen(got.msg) < sizeof got.msg);
+            if (have) assert_map_sane(&m);
+        }
+    }
+    cl_map_free(&m);
+    free(c);
+    free(blob);
+    cl_map_free(&a);
+}
+
 /* ---- redirects ----------------------------------------------------------------------- */
 
 static enum cl_redir_kind redir(const char *s, struct cl_redirect *r)
@@ -663,6 +897,9 @@ int main(void)
         cmocka_unit_test(test_slots_basic_and_merge),
         cmocka_unit_test(test_slots_hostile),
         cmocka_unit_test(test_parsers_survive_mutations),
+        cmocka_unit_test(test_view_round_trip_keeps_nodes_shards_and_slots),
+        cmocka_unit_test(test_view_without_table_carries_the_discovery_error),
+        cmocka_unit_test(test_view_short_long_or_corrupt_is_rejected),
         cmocka_unit_test(test_redirect_moved_ask),
         cmocka_unit_test(test_redirect_retryable),
         cmocka_unit_test(test_redirect_malformed_is_plain_error),
