@@ -93,9 +93,10 @@ $(STATIC_LIB): $(LIB_OBJS)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
-$(SHARED_LIB): $(LIB_OBJS)
+$(SHARED_LIB): $(LIB_OBJS) src/redis_cache.map
 	@mkdir -p $(dir $@)
-	$(CC) -shared -Wl,-soname,libredis_cache.so.$(SOVER) -o $@ $^ $(LIBS)
+	$(CC) -shared -Wl,-soname,libredis_cache.so.$(SOVER) \
+	    -Wl,--version-script,src/redis_cache.map -o $@ $(LIB_OBJS) $(LIBS)
 
 $(ASAN_LIB): $(ASAN_LIB_OBJS)
 	@mkdir -p $(dir $@)

@@ -50,6 +50,20 @@ static bool gen_writes_pending(const struct wgen *g)
     return false;
 }
 
+static unsigned split_limit(unsigned v, unsigned n)
+{
+    return v == 0 ? 0 : v / n ? v / n : 1;
+}
+
+void srv_pool_split(struct topo_pool_opts *p, unsigned nworkers)
+{
+    unsigned n = nworkers ? nworkers : 1;
+    p->size = split_limit(p->size ? p->size : 10 * srv_cpu_count(), n);
+    p->max_active = split_limit(p->max_active, n);
+    p->max_idle = split_limit(p->max_idle, n);
+    p->min_idle = split_limit(p->min_idle, n);
+}
+
 static int build_block(struct worker *w, struct wgen *g, size_t b, char *err, size_t errlen)
 {
     const struct srv_config *cfg = g->rg->cfg;
@@ -87,8 +101,7 @@ static int build_block(struct worker *w, struct wgen *g, size_t b, char *err, si
             wb->rc = ob->rc;
         } else {
             struct rcp_config rc = *blk->redis_cache;
-            unsigned size = rc.pool.size ? rc.pool.size : 10 * srv_cpu_count();
-            rc.pool.size = size / n ? size / n : 1;
+            srv_pool_split(&rc.pool, n);
             const char *zones[SRV_KEYS_MAX];
             for (size_t z = 0; z < blk->nzones; z++) zones[z] = blk->zones[z];
             char e[256];

@@ -526,6 +526,11 @@ uint64_t srv_reload_checksum(const void *p, size_t n);
 bool srv_l1_opts_same(const struct l1_opts *a, const struct l1_opts *b);
 bool srv_fwd_opts_same(const struct fwd_opts *a, const struct fwd_opts *b);
 bool srv_rcp_config_same(const struct rcp_config *a, const struct rcp_config *b);
+/* SPEC §3: the `pool` limits are per process per node, split across the workers (at least 1
+ * each; 0, "no limit", stays 0): size (default 10 x CPUs), max_active, max_idle,
+ * min_idle. */
+struct topo_pool_opts;
+void srv_pool_split(struct topo_pool_opts *p, unsigned nworkers);
 /* The same block: same zones (in order), port and bind addresses. */
 bool srv_block_same_keys(const struct srv_block *a, const struct srv_block *b);
 

@@ -94,6 +94,15 @@ if [ "$soname" = "libredis_cache.so.0" ] &&
     ok "shared library has soname libredis_cache.so.0 and the .so.0/.so links"
 else not_ok "shared library has soname libredis_cache.so.0 and the .so.0/.so links" \
     "soname=$soname $(ls -l "$P"/lib/libredis_cache.so*)"; fi
+# the shared library exports the public API and nothing else (src/redis_cache.map)
+hdr=$(grep -oE '\brc_[a-z_]+ *\(' "$P/include/redis_cache.h" | tr -d '( ' | sort -u)
+exp=$(nm -D --defined-only "$P/lib/libredis_cache.so.$VERSION" | awk '$2 ~ /^[TtWwDdBbRr]$/ {print $3}' |
+    sed 's/@.*//' | sort -u)
+others=$(comm -13 <(echo "$hdr") <(echo "$exp"))
+missing=$(comm -23 <(echo "$hdr") <(echo "$exp") | grep -vE '_cb$')
+if [ -z "$others" ] && [ -z "$missing" ] && [ -n "$exp" ]; then
+    ok "libredis_cache.so exports exactly the header's $(echo "$exp" | wc -l) rc_* functions"
+else not_ok "shared library exports only the public API" "not public: $(echo $others | head -c 300); missing: $missing"; fi
 
 # the installed pkg-config file, seen from the staged tree
 export PKG_CONFIG_PATH="$P/lib/pkgconfig" PKG_CONFIG_SYSROOT_DIR="$DEST"

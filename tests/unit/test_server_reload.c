@@ -355,6 +355,32 @@ static void test_option_comparisons_ignore_where(void **state)
     srv_config_free(&b);
 }
 
+/* SPEC §3: pool limits are per process, split across the workers, at least 1 each. */
+static void test_pool_limits_split_across_workers(void **state)
+{
+    (void)state;
+    struct topo_pool_opts p;
+    topo_pool_opts_init(&p);
+    p.size = 10;
+    p.max_active = 7;
+    p.max_idle = 4;
+    p.min_idle = 1;
+    srv_pool_split(&p, 4);
+    assert_int_equal(p.size, 2);
+    assert_int_equal(p.max_active, 1);
+    assert_int_equal(p.max_idle, 1);
+    assert_int_equal(p.min_idle, 1); /* at least 1 each */
+    topo_pool_opts_init(&p);         /* defaults: size 0 = 10 x CPUs; 0 limits stay 0 */
+    srv_pool_split(&p, 1);
+    assert_int_equal(p.size, 10 * srv_cpu_count());
+    assert_int_equal(p.max_active, 0);
+    assert_int_equal(p.max_idle, 0);
+    assert_int_equal(p.min_idle, 0);
+    p.size = 64;
+    srv_pool_split(&p, 3);
+    assert_int_equal(p.size, 21);
+}
+
 /* ---- counters ----------------------------------------------------------------------------- */
 
 static void test_counters_carried_for_kept_blocks(void **state)
@@ -407,6 +433,7 @@ int main(void)
         cmocka_unit_test(test_changed_parts_are_rebuilt),
         cmocka_unit_test(test_blocks_matched_by_keys),
         cmocka_unit_test(test_option_comparisons_ignore_where),
+        cmocka_unit_test(test_pool_limits_split_across_workers),
         cmocka_unit_test(test_counters_carried_for_kept_blocks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
