@@ -19,17 +19,17 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
-#include <sys/socket.h>
 #include <cmocka.h>
 
 #include <ev.h>
 
 #include "resp/resp.h"
 #include "topology/topology.h"
+
+#include "support/loop_thread.h"
+#include "support/raw_redis.h"
 
 #define NKEYS 200
 
@@ -41,65 +41,6 @@ static double mono(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void sleep_s(double s)
-{
-    struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
-    nanosleep(&ts, NULL);
-}
-
-/* An inline command to 127.0.0.1:port; the reply's first line (without its type byte) or
- * bulk payload ("" for a null), caller frees; NULL when nothing answers. */
-static char *raw_cmd(int port, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static char *raw_cmd(int port, const char *fmt, ...)
-{
-    char line[512];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(line, sizeof line - 2, fmt, ap);
-    va_end(ap);
-    assert_true(n > 0 && (size_t)n < sizeof line - 2);
-    memcpy(line + n, "\r\n", 2);
-    n += 2;
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(fd >= 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
-    struct timeval tv = {5, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
-        close(fd);
-        return NULL;
-    }
-    assert_int_equal(write(fd, line, (size_t)n), n);
-    size_t cap = 1 << 17, len = 0;
-    char *buf = malloc(cap);
-    assert_non_null(buf);
-    char *out = NULL;
-    for (;;) {
-        ssize_t r = read(fd, buf + len, cap - len - 1);
-        if (r <= 0) break;
-        len += (size_t)r;
-        buf[len] = '\0';
-        char *crlf = strstr(buf, "\r\n");
-        if (!crlf) continue;
-        if (buf[0] == '$') {
-            long want = strtol(buf + 1, NULL, 10);
-            size_t hdr = (size_t)(crlf - buf) + 2;
-            if (want < 0 || len >= hdr + (size_t)want + 2) {
-                out = want < 0 ? strdup("") : strndup(buf + hdr, (size_t)want);
-                break;
-            }
-        } else {
-            out = strndup(buf + 1, (size_t)(crlf - buf - 1));
-            break;
-        }
-        if (len + 1 >= cap) break;
-    }
-    free(buf);
-    close(fd);
-    return out;
 }
 
 /* `field:` followed by `key=NUMBER` in an INFO section of one node (0 when absent). */
@@ -202,7 +143,7 @@ static void move_slot(const char *key, int src, int dst)
             agreed = t && strcmp(t, want) == 0;
             free(t);
         }
-        if (!agreed) sleep_s(0.1);
+        if (!agreed) nap(0.1);
     }
     free(src_id);
     free(dst_id);
@@ -454,7 +395,7 @@ static long long settled_discoveries(void)
 {
     long long a = discoveries();
     for (;;) {
-        sleep_s(0.3);
+        nap(0.3);
         long long b = discoveries();
         if (b == a) return b;
         a = b;
@@ -467,7 +408,7 @@ static bool grows_within(long long from, double secs, long long *now)
     do {
         *now = discoveries();
         if (*now > from) return true;
-        sleep_s(0.1);
+        nap(0.1);
     } while (mono() < end);
     return false;
 }

@@ -23,9 +23,6 @@
 #include <signal.h>
 #include <time.h>
 #include <unistd.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <cmocka.h>
 
@@ -34,6 +31,7 @@
 #include "plugin/plugin.h"
 #include "redis_cache.h"
 #include "support/fixtures.h"
+#include "support/raw_redis.h"
 
 /* ---- environment and time --------------------------------------------------------- */
 
@@ -129,13 +127,8 @@ static int parse_reply(const char *buf, size_t len, size_t *pos, struct rr *out)
 
 static struct rr rexec(int port, size_t argc, const char *const *argv, const size_t *lens)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int fd = raw_connect(port);
     assert_true(fd >= 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
-    struct timeval tv = {5, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
     size_t cap = 64;
     for (size_t i = 0; i < argc; i++) cap += lens[i] + 32;
     char *cmd = malloc(cap);
@@ -877,19 +870,6 @@ static long public_store(struct rc_cache *rc, const char *name, uint8_t *buf)
     const struct dns_fixture *f = fixture(name);
     memcpy(buf, f->resp, f->resp_len);
     return rc_cache_store(rc, f->query, f->query_len, buf, f->resp_len);
-}
-
-/* A port nobody listens on (bound, then closed). */
-static int refused_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    socklen_t sl = sizeof sa;
-    getsockname(fd, (struct sockaddr *)&sa, &sl);
-    close(fd);
-    return ntohs(sa.sin_port);
 }
 
 /* Two caches (two workers' loops) built with one rc_cache_share: the breaker of a dead

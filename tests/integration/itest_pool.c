@@ -20,9 +20,6 @@
 #include <time.h>
 #include <unistd.h>
 #include <errno.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <cmocka.h>
 
@@ -31,6 +28,8 @@
 #include "redis_cache.h"
 #include "resp/resp.h"
 #include "topology/topology.h"
+
+#include "support/raw_redis.h"
 
 /* ---- environment and time --------------------------------------------------------- */
 
@@ -62,76 +61,14 @@ static const char *addr(int slot, int port)
 
 /* ---- blocking helper for server-side facts ------------------------------------------ */
 
-/* Sends an inline command to 127.0.0.1:port and returns the reply's text (bulk payload,
- * status/error/integer line). Caller frees. */
-static const char *raw_auth; /* AUTH password sent first, or NULL */
-
-static char *raw_cmd(int port, const char *cmd)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(fd >= 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
-    struct timeval tv = {5, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
-        close(fd);
-        return NULL;
-    }
-    char line[512];
-    int n;
-    if (raw_auth) {
-        n = snprintf(line, sizeof line, "AUTH %s\r\n", raw_auth);
-        assert_int_equal(write(fd, line, (size_t)n), n);
-        char ok[5];
-        assert_int_equal(read(fd, ok, 5), 5); /* "+OK\r\n" */
-        assert_memory_equal(ok, "+OK\r\n", 5);
-    }
-    n = snprintf(line, sizeof line, "%s\r\n", cmd);
-    assert_int_equal(write(fd, line, (size_t)n), n);
-    size_t cap = 1 << 16, len = 0;
-    char *buf = malloc(cap);
-    assert_non_null(buf);
-    char *out = NULL;
-    for (;;) {
-        if (len + 1 >= cap) {
-            cap *= 2;
-            buf = realloc(buf, cap);
-            assert_non_null(buf);
-        }
-        ssize_t r = read(fd, buf + len, cap - len - 1);
-        if (r <= 0) break;
-        len += (size_t)r;
-        buf[len] = '\0';
-        char *crlf = strstr(buf, "\r\n");
-        if (!crlf) continue;
-        if (buf[0] == '$') {
-            long want = strtol(buf + 1, NULL, 10);
-            size_t hdr = (size_t)(crlf - buf) + 2;
-            if (want < 0) {
-                out = strdup("");
-                break;
-            }
-            if (len >= hdr + (size_t)want + 2) {
-                out = strndup(buf + hdr, (size_t)want);
-                break;
-            }
-        } else {
-            out = strndup(buf + 1, (size_t)(crlf - buf - 1));
-            break;
-        }
-    }
-    free(buf);
-    close(fd);
-    return out;
-}
+/* The AUTH password info_num sends first (while a test sets a password on the server), or
+ * NULL. */
+static const char *raw_auth;
 
 /* A numeric "field:value" or "field:calls=N" of INFO section; -1 when absent. */
 static long long info_num(int port, const char *section, const char *field)
 {
-    char cmd[64];
-    snprintf(cmd, sizeof cmd, "INFO %s", section);
-    char *t = raw_cmd(port, cmd);
+    char *t = raw_cmd_auth(port, raw_auth, "INFO %s", section);
     assert_non_null(t);
     long long v = -1;
     char pat[96];

@@ -23,15 +23,15 @@
 #include <time.h>
 #include <unistd.h>
 #include <pthread.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <cmocka.h>
 
 #include <ev.h>
 
 #include "resp/resp.h"
 #include "topology/topology.h"
+
+#include "support/loop_thread.h"
+#include "support/raw_redis.h"
 
 static int env_int(const char *name)
 {
@@ -45,52 +45,6 @@ static double mono(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-/* An inline command to 127.0.0.1:port; the reply's first line or bulk payload (caller
- * frees), NULL when nothing answers. */
-static char *raw_cmd(int port, const char *cmd)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(fd >= 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
-    struct timeval tv = {5, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
-        close(fd);
-        return NULL;
-    }
-    char line[256];
-    int n = snprintf(line, sizeof line, "%s\r\n", cmd);
-    assert_int_equal(write(fd, line, (size_t)n), n);
-    size_t cap = 1 << 16, len = 0;
-    char *buf = malloc(cap);
-    assert_non_null(buf);
-    char *out = NULL;
-    for (;;) {
-        ssize_t r = read(fd, buf + len, cap - len - 1);
-        if (r <= 0) break;
-        len += (size_t)r;
-        buf[len] = '\0';
-        char *crlf = strstr(buf, "\r\n");
-        if (!crlf) continue;
-        if (buf[0] == '$') {
-            long want = strtol(buf + 1, NULL, 10);
-            size_t hdr = (size_t)(crlf - buf) + 2;
-            if (want < 0 || len >= hdr + (size_t)want + 2) {
-                out = want < 0 ? strdup("") : strndup(buf + hdr, (size_t)want);
-                break;
-            }
-        } else {
-            out = strndup(buf + 1, (size_t)(crlf - buf - 1));
-            break;
-        }
-        if (len + 1 >= cap) break;
-    }
-    free(buf);
-    close(fd);
-    return out;
 }
 
 static long long get_calls(int port)
@@ -417,69 +371,19 @@ static void test_failover_under_writes(void **state)
  */
 
 struct worker {
-    pthread_t th;
-    struct ev_loop *loop;
-    ev_async wake; /* referenced: keeps the loop running until quit */
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    void (*fn)(struct worker *, void *);
-    void *arg;
-    bool quit;
+    struct test_worker tw; /* tw.data: this */
     struct topo_router *r;
 };
 
-static void worker_wake(struct ev_loop *l, ev_async *w, int revents)
-{
-    struct worker *wk = w->data;
-    (void)revents;
-    pthread_mutex_lock(&wk->mu);
-    if (wk->fn) {
-        void (*fn)(struct worker *, void *) = wk->fn;
-        void *arg = wk->arg;
-        pthread_mutex_unlock(&wk->mu);
-        fn(wk, arg);
-        pthread_mutex_lock(&wk->mu);
-        wk->fn = NULL;
-        pthread_cond_broadcast(&wk->cv);
-    }
-    if (wk->quit) ev_break(l, EVBREAK_ALL);
-    pthread_mutex_unlock(&wk->mu);
-}
-
-static void *worker_main(void *p)
-{
-    struct worker *wk = p;
-    ev_run(wk->loop, 0);
-    return NULL;
-}
-
 static void worker_start(struct worker *wk)
 {
-    memset(wk, 0, sizeof *wk);
-    wk->loop = ev_loop_new(EVFLAG_AUTO);
-    assert_non_null(wk->loop);
-    pthread_mutex_init(&wk->mu, NULL);
-    pthread_cond_init(&wk->cv, NULL);
-    ev_async_init(&wk->wake, worker_wake);
-    wk->wake.data = wk;
-    ev_async_start(wk->loop, &wk->wake);
-    assert_int_equal(pthread_create(&wk->th, NULL, worker_main, wk), 0);
+    wk->r = NULL;
+    test_worker_start(&wk->tw, wk);
 }
 
-static void on_worker(struct worker *wk, void (*fn)(struct worker *, void *), void *arg)
+static void w_free_router(struct test_worker *tw, void *arg)
 {
-    pthread_mutex_lock(&wk->mu);
-    wk->fn = fn;
-    wk->arg = arg;
-    pthread_mutex_unlock(&wk->mu);
-    ev_async_send(wk->loop, &wk->wake);
-    pthread_mutex_lock(&wk->mu);
-    while (wk->fn) pthread_cond_wait(&wk->cv, &wk->mu);
-    pthread_mutex_unlock(&wk->mu);
-}
-
-static void w_free_router(struct worker *wk, void *arg)
-{
+    struct worker *wk = tw->data;
     (void)arg;
     topo_router_free(wk->r);
     wk->r = NULL;
@@ -487,16 +391,8 @@ static void w_free_router(struct worker *wk, void *arg)
 
 static void worker_stop(struct worker *wk)
 {
-    if (wk->r) on_worker(wk, w_free_router, NULL);
-    pthread_mutex_lock(&wk->mu);
-    wk->quit = true;
-    pthread_mutex_unlock(&wk->mu);
-    ev_async_send(wk->loop, &wk->wake);
-    pthread_join(wk->th, NULL);
-    ev_async_stop(wk->loop, &wk->wake);
-    ev_loop_destroy(wk->loop);
-    pthread_mutex_destroy(&wk->mu);
-    pthread_cond_destroy(&wk->cv);
+    if (wk->r) test_worker_run(&wk->tw, w_free_router, NULL);
+    test_worker_stop(&wk->tw);
 }
 
 struct new_arg {
@@ -506,10 +402,11 @@ struct new_arg {
     struct router_cfg cfg;
 };
 
-static void w_new_router(struct worker *wk, void *arg)
+static void w_new_router(struct test_worker *tw, void *arg)
 {
+    struct worker *wk = tw->data;
     struct new_arg *a = arg;
-    wk->r = router_new_on(wk->loop, a->master, a->ports, a->n, &a->cfg);
+    wk->r = router_new_on(tw->loop, a->master, a->ports, a->n, &a->cfg);
 }
 
 /* A router for `master` on wk's thread sharing `hub`; its connections named NAME-s (to
@@ -522,7 +419,7 @@ static void worker_router(struct worker *wk, struct topo_hub *hub, const char *m
     snprintf(sname, sizeof sname, "%s-s", name);
     snprintf(dname, sizeof dname, "%s-d", name);
     struct new_arg a = {master, ports, 3, {hub, sname, dname, retries}};
-    on_worker(wk, w_new_router, &a);
+    test_worker_run(&wk->tw, w_new_router, &a);
     assert_non_null(wk->r);
 }
 
@@ -532,19 +429,14 @@ struct state_arg {
     int replica; /* the first one's port */
 };
 
-static void w_state(struct worker *wk, void *arg)
+static void w_state(struct test_worker *tw, void *arg)
 {
+    struct worker *wk = tw->data;
     struct state_arg *a = arg;
     struct topo_hostport hp, reps[4];
     a->master = topo_sentinel_master(wk->r, &hp) == 0 ? hp.port : -1;
     a->replicas = topo_sentinel_replicas(wk->r, reps, 4);
     a->replica = a->replicas ? reps[0].port : -1;
-}
-
-static void nap(double secs)
-{
-    struct timespec ts = {(time_t)secs, (long)((secs - (double)(time_t)secs) * 1e9)};
-    nanosleep(&ts, NULL);
 }
 
 /* Polls the router on wk until its master is `port` (any when 0) with `replicas`
@@ -556,7 +448,7 @@ static struct state_arg worker_wait_master(struct worker *wk, int port, size_t r
     struct state_arg a;
     double end = mono() + secs;
     do {
-        on_worker(wk, w_state, &a);
+        test_worker_run(&wk->tw, w_state, &a);
         if (a.master > 0 && (port == 0 || a.master == port) &&
             (replicas == ANY || a.replicas == replicas))
             break;
@@ -572,15 +464,16 @@ struct wexec {
     struct res *x;
 };
 
-static void w_exec(struct worker *wk, void *arg)
+static void w_exec(struct test_worker *tw, void *arg)
 {
+    struct worker *wk = tw->data;
     struct wexec *e = arg;
-    exec1_on(wk->loop, wk->r, e->write, e->x, e->budget, e->a0, e->a1, e->a2);
+    exec1_on(tw->loop, wk->r, e->write, e->x, e->budget, e->a0, e->a1, e->a2);
 }
 
-static void w_done(struct worker *wk, void *arg)
+static void w_done(struct test_worker *tw, void *arg)
 {
-    (void)wk;
+    (void)tw;
     struct res *x = arg;
     x->sync = x->done; /* reused: read back under the handshake */
 }
@@ -590,9 +483,9 @@ static void worker_exec(struct worker *wk, bool write, struct res *x, const char
                         const char *a1, const char *a2)
 {
     struct wexec e = {write, a0, a1, a2, 2.0, x};
-    on_worker(wk, w_exec, &e);
+    test_worker_run(&wk->tw, w_exec, &e);
     for (double end = mono() + 5; mono() < end; nap(0.005)) {
-        on_worker(wk, w_done, x);
+        test_worker_run(&wk->tw, w_done, x);
         if (x->sync) return;
     }
     fail_msg("request %s %s got no answer", a0, a1 ? a1 : "");
@@ -648,14 +541,9 @@ static bool wait_subscribed(const char *name, int want, double secs)
 /* The master's port as the sentinel at sport sees it (SENTINEL get-master-addr-by-name). */
 static int sentinel_says_master(int sport)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(fd >= 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)sport)};
-    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
-    struct timeval tv = {5, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    int fd = raw_connect(sport);
     int port = -1;
-    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0) {
+    if (fd >= 0) {
         static const char q[] = "SENTINEL get-master-addr-by-name mymaster\r\n";
         assert_int_equal(write(fd, q, sizeof q - 1), (ssize_t)(sizeof q - 1));
         char buf[512];
@@ -674,8 +562,8 @@ static int sentinel_says_master(int sport)
             const char *last = strrchr(buf, '\n');
             port = last ? atoi(last + 1) : -1;
         }
+        close(fd);
     }
-    close(fd);
     return port;
 }
 
@@ -807,7 +695,7 @@ static void test_follower_fails_at_once_with_the_leaders_reason(void **state)
     bool said = false;
     for (double end = mono() + 10; !said && mono() < end; nap(0.1)) {
         struct wexec e = {false, "GET", "k", NULL, 0.5, &x};
-        on_worker(&w2, w_exec, &e);
+        test_worker_run(&w2.tw, w_exec, &e);
         assert_true(x.sync); /* answered before exec returned */
         assert_int_equal(x.kind, RESP_EK_CONNECTION);
         said = strstr(x.text, "no sentinel knows master nosuchmaster") != NULL;
@@ -841,7 +729,7 @@ static void test_leader_freed_follower_leads_and_follows_a_failover(void **state
     assert_true(wait_subscribed("itsn-lead-1-s", 1, 5));
     assert_int_equal(sentinels_clients_named("itsn-lead-2-s", false), 0);
 
-    on_worker(&w1, w_free_router, NULL);
+    test_worker_run(&w1.tw, w_free_router, NULL);
     assert_true(wait_subscribed("itsn-lead-2-s", 1, 5)); /* the follower leads now */
     double end = mono() + 5;
     while (sentinels_clients_named("itsn-lead-1-s", false) != 0 && mono() < end) nap(0.05);

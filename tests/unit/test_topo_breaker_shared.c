@@ -27,6 +27,8 @@
 #include "resp/resp.h"
 #include "topology/topology.h"
 
+#include "support/raw_redis.h"
+
 /* ---- a tiny RESP server on its own thread ------------------------------------------------ */
 
 enum { SRV_ANSWER = 1, SRV_HOLD = 0 };
@@ -149,19 +151,6 @@ static void srv_stop(struct srv *s)
     atomic_store(&s->stop, true);
     pthread_join(s->th, NULL);
     close(s->lfd);
-}
-
-/* A loopback port nobody listens on (bound, then closed). */
-static uint16_t refused_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET};
-    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
-    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    socklen_t len = sizeof sa;
-    getsockname(fd, (struct sockaddr *)&sa, &len);
-    close(fd);
-    return ntohs(sa.sin_port);
 }
 
 /* ---- pools and requests -------------------------------------------------------------- */
@@ -316,16 +305,22 @@ static struct res req_b(struct two *t)
     return request(t->b, t->loops[1], t->loops, 2, 0.5);
 }
 
+/* n requests on pool A (on_a) or B, each a connection failure that did not fail fast. */
+static void fail_requests(struct two *t, bool on_a, int n)
+{
+    for (int i = 0; i < n; i++) {
+        struct res r = on_a ? req_a(t) : req_b(t);
+        assert_connection_failure(&r);
+    }
+}
+
 /* ---- tests ------------------------------------------------------------------------------- */
 
 static void test_failures_split_between_pools_open_the_breaker_for_both(void **state)
 {
     struct two t;
     two_new(&t, refused_port(), true);
-    for (int i = 0; i < 3; i++) {
-        struct res r = req_a(&t);
-        assert_connection_failure(&r);
-    }
+    fail_requests(&t, true, 3);
     struct res r = req_b(&t);
     assert_connection_failure(&r);
     assert_int_equal(breaker(t.a), TOPO_BREAKER_CLOSED); /* 4 of 5 */
@@ -346,10 +341,7 @@ static void test_pools_without_a_hub_keep_their_own_breakers(void **state)
 {
     struct two t;
     two_new(&t, refused_port(), false);
-    for (int i = 0; i < 5; i++) {
-        struct res r = req_a(&t);
-        assert_connection_failure(&r);
-    }
+    fail_requests(&t, true, 5);
     assert_int_equal(breaker(t.a), TOPO_BREAKER_OPEN);
     assert_int_equal(breaker(t.b), TOPO_BREAKER_CLOSED);
     assert_fails_fast(t.a, t.loops[0], RESP_EK_CONNECTION);
@@ -429,10 +421,7 @@ static void test_only_one_pool_probes_while_open(void **state)
 {
     struct two t;
     two_new(&t, refused_port(), true);
-    for (int i = 0; i < 5; i++) {
-        struct res r = req_a(&t);
-        assert_connection_failure(&r);
-    }
+    fail_requests(&t, true, 5);
     assert_int_equal(breaker(t.b), TOPO_BREAKER_OPEN);
     uint64_t ca = connects(t.a), cb = connects(t.b);
     /* B keeps getting requests, which fail fast and connect nowhere; A probes */
@@ -455,10 +444,7 @@ static void test_probe_success_closes_the_breaker_for_both_pools(void **state)
     uint16_t port = refused_port();
     struct two t;
     two_new(&t, port, true);
-    for (int i = 0; i < 5; i++) {
-        struct res r = req_b(&t);
-        assert_connection_failure(&r);
-    }
+    fail_requests(&t, false, 5);
     assert_fails_fast(t.a, t.loops[0], RESP_EK_CONNECTION);
     uint64_t ca = connects(t.a);
     struct srv srv;
@@ -480,10 +466,7 @@ static void test_freeing_the_probing_pool_hands_the_probe_to_another(void **stat
     uint16_t port = refused_port();
     struct two t;
     two_new(&t, port, true);
-    for (int i = 0; i < 5; i++) {
-        struct res r = req_a(&t);
-        assert_connection_failure(&r);
-    }
+    fail_requests(&t, true, 5);
     assert_fails_fast(t.b, t.loops[1], RESP_EK_CONNECTION);
     drive(t.loops, 2, 0.05, NULL, NULL); /* A's probe under way, B idle */
     uint64_t cb = connects(t.b);

@@ -22,93 +22,12 @@
 #include "topology/hub_internal.h"
 #include "topology/topology.h"
 
-/* ---- a worker thread with its own loop ------------------------------------------------- */
-
-struct worker {
-    pthread_t th;
-    struct ev_loop *loop;
-    ev_async wake; /* referenced: keeps the loop running until quit */
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    void (*fn)(struct worker *, void *);
-    void *arg;
-    bool quit;
-};
-
-static void worker_wake(struct ev_loop *loop, ev_async *w, int revents)
-{
-    struct worker *wk = w->data;
-    (void)revents;
-    pthread_mutex_lock(&wk->mu);
-    if (wk->fn) {
-        void (*fn)(struct worker *, void *) = wk->fn;
-        void *arg = wk->arg;
-        pthread_mutex_unlock(&wk->mu);
-        fn(wk, arg);
-        pthread_mutex_lock(&wk->mu);
-        wk->fn = NULL;
-        pthread_cond_broadcast(&wk->cv);
-    }
-    if (wk->quit) ev_break(loop, EVBREAK_ALL);
-    pthread_mutex_unlock(&wk->mu);
-}
-
-static void *worker_main(void *p)
-{
-    struct worker *wk = p;
-    ev_run(wk->loop, 0);
-    return NULL;
-}
-
-static void worker_start(struct worker *wk)
-{
-    memset(wk, 0, sizeof *wk);
-    wk->loop = ev_loop_new(EVFLAG_AUTO);
-    assert_non_null(wk->loop);
-    pthread_mutex_init(&wk->mu, NULL);
-    pthread_cond_init(&wk->cv, NULL);
-    ev_async_init(&wk->wake, worker_wake);
-    wk->wake.data = wk;
-    ev_async_start(wk->loop, &wk->wake);
-    assert_int_equal(pthread_create(&wk->th, NULL, worker_main, wk), 0);
-}
-
-/* Runs fn(wk, arg) on the worker's thread and waits for it. */
-static void on_worker(struct worker *wk, void (*fn)(struct worker *, void *), void *arg)
-{
-    pthread_mutex_lock(&wk->mu);
-    wk->fn = fn;
-    wk->arg = arg;
-    pthread_mutex_unlock(&wk->mu);
-    ev_async_send(wk->loop, &wk->wake);
-    pthread_mutex_lock(&wk->mu);
-    while (wk->fn) pthread_cond_wait(&wk->cv, &wk->mu);
-    pthread_mutex_unlock(&wk->mu);
-}
-
-static void worker_stop(struct worker *wk)
-{
-    pthread_mutex_lock(&wk->mu);
-    wk->quit = true;
-    pthread_mutex_unlock(&wk->mu);
-    ev_async_send(wk->loop, &wk->wake);
-    pthread_join(wk->th, NULL);
-    ev_async_stop(wk->loop, &wk->wake);
-    ev_loop_destroy(wk->loop);
-    pthread_mutex_destroy(&wk->mu);
-    pthread_cond_destroy(&wk->cv);
-}
-
-static void nap(double secs)
-{
-    struct timespec ts = {(time_t)secs, (long)((secs - (double)(time_t)secs) * 1e9)};
-    nanosleep(&ts, NULL);
-}
+#include "support/loop_thread.h"
 
 /* ---- members ---------------------------------------------------------------------------- */
 
 /* What the callbacks saw; written on the member's thread, read by the test after a
- * handshake with that thread (on_worker) or on the same thread. */
+ * handshake with that thread (test_worker_run) or on the same thread. */
 struct seen {
     atomic_int leads, refreshes;
     atomic_bool lead_was_leader; /* m->leader already true when on_lead ran */
@@ -147,26 +66,26 @@ struct join_arg {
     bool leader;
 };
 
-static void do_join(struct worker *wk, void *arg)
+static void do_join(struct test_worker *wk, void *arg)
 {
     struct join_arg *j = arg;
     (void)wk;
     j->leader = topo_hub_join(j->m);
 }
 
-static void do_leave(struct worker *wk, void *arg)
+static void do_leave(struct test_worker *wk, void *arg)
 {
     (void)wk;
     topo_hub_leave(arg);
 }
 
-static void do_publish(struct worker *wk, void *arg)
+static void do_publish(struct test_worker *wk, void *arg)
 {
     (void)wk;
     assert_int_equal(topo_hub_publish(arg, "w", 2), 0);
 }
 
-static void do_nothing(struct worker *wk, void *arg)
+static void do_nothing(struct test_worker *wk, void *arg)
 {
     (void)wk, (void)arg;
 }
@@ -287,7 +206,7 @@ struct lead_arg {
     bool leader;
 };
 
-static void read_lead(struct worker *wk, void *arg)
+static void read_lead(struct test_worker *wk, void *arg)
 {
     struct lead_arg *a = arg;
     (void)wk;
@@ -298,9 +217,9 @@ static void read_lead(struct worker *wk, void *arg)
 static void test_leader_leaving_hands_over_on_the_next_members_loop(void **state)
 {
     (void)state;
-    struct worker w2, w3;
-    worker_start(&w2);
-    worker_start(&w3);
+    struct test_worker w2, w3;
+    test_worker_start(&w2, NULL);
+    test_worker_start(&w3, NULL);
     struct ev_loop *l1 = ev_loop_new(EVFLAG_AUTO);
     struct topo_hub *h = topo_hub_new();
     struct topo_hub_member a, b, c;
@@ -310,8 +229,8 @@ static void test_leader_leaving_hands_over_on_the_next_members_loop(void **state
     member_init(&c, h, w3.loop, &sc);
     assert_true(topo_hub_join(&a));
     struct join_arg jb = {&b, true}, jc = {&c, true};
-    on_worker(&w2, do_join, &jb);
-    on_worker(&w3, do_join, &jc);
+    test_worker_run(&w2, do_join, &jb);
+    test_worker_run(&w3, do_join, &jc);
     assert_false(jb.leader);
     assert_false(jc.leader);
     assert_int_equal(topo_hub_publish(&a, "v", 2), 0);
@@ -320,34 +239,34 @@ static void test_leader_leaving_hands_over_on_the_next_members_loop(void **state
     struct lead_arg rb = {&b, &sb, 0, false}, rc = {&c, &sc, 0, false};
     for (int i = 0; i < 500 && rb.leads == 0; i++) {
         nap(0.002);
-        on_worker(&w2, read_lead, &rb);
+        test_worker_run(&w2, read_lead, &rb);
     }
     assert_int_equal(rb.leads, 1);
     assert_true(rb.leader);
     assert_true(atomic_load(&sb.lead_was_leader));
     assert_true(pthread_equal(sb.lead_thread, w2.th));
-    on_worker(&w3, read_lead, &rc);
+    test_worker_run(&w3, read_lead, &rc);
     assert_int_equal(rc.leads, 0);
     assert_false(rc.leader);
 
     /* the new leader publishes on its thread; c sees version 2 */
-    on_worker(&w2, do_publish, &b);
+    test_worker_run(&w2, do_publish, &b);
     assert_int_equal(b.seen, 2);
     assert_true(topo_hub_changed(&c));
 
     /* the leader leaves again: c, the last member, leads on w3 */
-    on_worker(&w2, do_leave, &b);
+    test_worker_run(&w2, do_leave, &b);
     for (int i = 0; i < 500 && rc.leads == 0; i++) {
         nap(0.002);
-        on_worker(&w3, read_lead, &rc);
+        test_worker_run(&w3, read_lead, &rc);
     }
     assert_int_equal(rc.leads, 1);
     assert_true(rc.leader);
     assert_true(pthread_equal(sc.lead_thread, w3.th));
     assert_int_equal(atomic_load(&sb.leads), 1); /* b led once, never again */
-    on_worker(&w3, do_leave, &c);
-    worker_stop(&w2);
-    worker_stop(&w3);
+    test_worker_run(&w3, do_leave, &c);
+    test_worker_stop(&w2);
+    test_worker_stop(&w3);
     topo_hub_unref(h);
     ev_loop_destroy(l1);
 }
@@ -380,8 +299,8 @@ static void test_hand_over_is_told_on_the_next_members_loop_not_at_leave(void **
 static void test_follower_refresh_request_wakes_the_leaders_loop(void **state)
 {
     (void)state;
-    struct worker w;
-    worker_start(&w);
+    struct test_worker w;
+    test_worker_start(&w, NULL);
     struct ev_loop *lf = ev_loop_new(EVFLAG_AUTO);
     struct topo_hub *h = topo_hub_new();
     struct topo_hub_member lead, fol;
@@ -389,13 +308,13 @@ static void test_follower_refresh_request_wakes_the_leaders_loop(void **state)
     member_init(&lead, h, w.loop, &sl);
     member_init(&fol, h, lf, &sf);
     struct join_arg j = {&lead, false};
-    on_worker(&w, do_join, &j);
+    test_worker_run(&w, do_join, &j);
     assert_true(j.leader);
     assert_false(topo_hub_join(&fol));
 
     topo_hub_want_refresh(&fol); /* from the main thread, the follower's */
     for (int i = 0; i < 1000 && atomic_load(&sl.refreshes) == 0; i++) nap(0.002);
-    on_worker(&w, do_nothing, NULL);
+    test_worker_run(&w, do_nothing, NULL);
     assert_int_equal(atomic_load(&sl.refreshes), 1);
     assert_true(pthread_equal(sl.refresh_thread, w.th)); /* ran on the leader's loop */
     assert_int_equal(atomic_load(&sf.refreshes), 0);
@@ -405,8 +324,8 @@ static void test_follower_refresh_request_wakes_the_leaders_loop(void **state)
     assert_int_equal(atomic_load(&sl.refreshes), 2);
 
     topo_hub_leave(&fol);
-    on_worker(&w, do_leave, &lead);
-    worker_stop(&w);
+    test_worker_run(&w, do_leave, &lead);
+    test_worker_stop(&w);
     topo_hub_unref(h);
     ev_loop_destroy(lf);
 }
