@@ -49,7 +49,7 @@
 
 /* ---- random numbers: getrandom() in batches ---- */
 
-static uint32_t fwd_rand(struct fwd *f)
+uint32_t fwd_rand(struct fwd *f)
 {
     if (f->rpos + 4 > sizeof f->rpool) {
         size_t got = 0;
@@ -307,7 +307,7 @@ static void try_start(struct fwd_req *r, bool may_reuse)
     r->tphase = FWD_TP_CONNECT;
     r->reused = false;
     if (r->proto == FWD_UDP) {
-        if (fwd_udp_send(r, fwd_rand) != 0) {
+        if (fwd_udp_send(r) != 0) {
             fwd_try_fail_fast(r);
             return;
         }

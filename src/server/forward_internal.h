@@ -147,6 +147,8 @@ void fwd_try_fail_fast(struct fwd_req *r);
 bool fwd_reply_ok(const struct fwd_req *r, const uint8_t *buf, size_t len, unsigned *rcode,
                   bool *tc);
 void fwd_got_reply(struct fwd_req *r, const uint8_t *buf, size_t len, unsigned rcode, bool tc);
+/* 32 random bits (getrandom in batches; the per-worker pool) */
+uint32_t fwd_rand(struct fwd *f);
 
 /* forward_health.c: max_fails and health_check */
 bool fwd_host_down(const struct fwd *f, int i);
@@ -163,7 +165,7 @@ void fwd_on_expire(struct ev_loop *loop, ev_timer *w, int revents);
 
 /* forward_udp.c: UDP source ports. fwd_udp_send sends r's query with a fresh ID on a port
  * of r->up (-1: no socket, or the port failed); fwd_udp_detach ends r's use of its port. */
-int fwd_udp_send(struct fwd_req *r, uint32_t (*rnd)(struct fwd *));
+int fwd_udp_send(struct fwd_req *r);
 void fwd_udp_detach(struct fwd_req *r);
 void fwd_on_port_timer(struct ev_loop *loop, ev_timer *w, int revents);
 void fwd_udp_close(struct fwd *f);

@@ -152,11 +152,11 @@ static void port_maybe_free(struct fwd_port *p)
     }
 }
 
-int fwd_udp_send(struct fwd_req *r, uint32_t (*rnd)(struct fwd *))
+int fwd_udp_send(struct fwd_req *r)
 {
     struct fwd *f = r->f;
     struct fwd_host *h = &f->host[r->up];
-    size_t k = FWD_PORTS > 1 ? rnd(f) % FWD_PORTS : 0;
+    size_t k = FWD_PORTS > 1 ? fwd_rand(f) % FWD_PORTS : 0;
     struct fwd_port *p = h->live[k];
     if (p && (p->sent >= FWD_PORT_QUERIES || ev_now(f->loop) - p->born >= FWD_PORT_AGE)) {
         port_retire(h, k);
@@ -169,7 +169,7 @@ int fwd_udp_send(struct fwd_req *r, uint32_t (*rnd)(struct fwd *))
     uint16_t id;
     size_t s;
     do {
-        id = (uint16_t)rnd(f);
+        id = (uint16_t)fwd_rand(f);
         s = slot_of(p, id);
     } while (p->used[s]);
     p->used[s] = true;

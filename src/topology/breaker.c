@@ -73,8 +73,7 @@ bool topo_breaker_sync(struct topo_pool *p)
 {
     struct topo_health *h = p->health;
     unsigned e = atomic_load_explicit(&h->epoch, memory_order_acquire);
-    bool open = (e & 1u) && atomic_load(&h->open) == TOPO_BREAKER_OPEN;
-    if (!open) {
+    if (!(e & 1u) || atomic_load(&h->open) != TOPO_BREAKER_OPEN) {
         if (p->breaker == TOPO_BREAKER_OPEN) {
             /* another pool's probe closed it: connect again as usual, unpaced */
             p->breaker = TOPO_BREAKER_CLOSED;
@@ -108,12 +107,7 @@ static void shared_open(struct topo_pool *p, const struct resp_err *why)
     atomic_store(&h->kind, (int)(why ? why->kind : RESP_EK_CONNECTION));
     topo_health_msg_set(p->hub, h, why ? why->msg : "");
     atomic_fetch_add_explicit(&h->epoch, 1, memory_order_release); /* odd: reason readable */
-    bool idle = false;
-    if (atomic_compare_exchange_strong(&h->probing, &idle, true)) {
-        p->probe_owner = true;
-        p->probe_n = 0;
-    }
-    topo_breaker_sync(p); /* our copy, and the kick that closes our connections */
+    topo_breaker_sync(p); /* our copy, the kick that closes our connections, the probe */
 }
 
 /* The probe answered. Only its owner closes the shared breaker (so that epochs alternate). */
